@@ -1,0 +1,87 @@
+"""One thread setting for Numba, OpenMP (the Cython kernels) and BLAS.
+
+``set_num_threads(n)`` stores the count; every parallel backend reads ``get_num_threads()`` when
+it runs: Numba kernels through ``numba.set_num_threads``, Cython kernels through the
+``num_threads`` argument of ``prange``, and NumPy's matrix products through threadpoolctl's BLAS
+limit. The default is the number of CPUs this process may use, or ``FASTML_NUM_THREADS`` when set.
+"""
+
+import contextlib
+import os
+
+_num_threads = None
+
+
+def _cpu_count():
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _check_count(n, name):
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return n
+
+
+def _default():
+    value = os.environ.get("FASTML_NUM_THREADS")
+    if value is None:
+        return _cpu_count()
+    try:
+        return _check_count(int(value), "FASTML_NUM_THREADS")
+    except ValueError:
+        raise ValueError(
+            f"invalid FASTML_NUM_THREADS={value!r}; expected a whole number >= 1"
+        ) from None
+
+
+def get_num_threads():
+    """Return the number of threads that parallel backends use."""
+    return _num_threads if _num_threads is not None else _default()
+
+
+def set_num_threads(n):
+    """Set the number of threads for Numba, OpenMP and BLAS in every fastml backend.
+
+    ``None`` restores the default (``FASTML_NUM_THREADS`` or the CPU count).
+    """
+    global _num_threads
+    _num_threads = None if n is None else _check_count(n, "n")
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Temporarily set the thread count: ``with fastml.num_threads(1): ...``."""
+    global _num_threads
+    previous = _num_threads
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        _num_threads = previous
+
+
+@contextlib.contextmanager
+def blas_threads(n):
+    """Limit the BLAS thread pools (NumPy's and SciPy's) to `n` inside the block."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def numba_threads(n):
+    """Run Numba's parallel regions with `n` threads inside the block."""
+    import numba
+
+    n = min(n, numba.config.NUMBA_NUM_THREADS)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)

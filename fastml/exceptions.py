@@ -1,0 +1,13 @@
+"""Warnings and errors that fastml raises beyond the built-in ones."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative fit stopped early or produced a degenerate solution."""
+
+
+class BackendUnavailableError(ImportError):
+    """A backend that exists for a primitive cannot be imported on this machine."""
+
+
+class NotFittedError(ValueError, AttributeError):
+    """An estimator method that needs a fitted model was called before ``fit``."""
