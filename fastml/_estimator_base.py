@@ -10,11 +10,42 @@ import inspect
 
 import numpy as np
 
-from fastml.exceptions import NotFittedError
+try:
+    from sklearn.exceptions import NotFittedError as _NotFittedBase
+except ImportError:
+    _NotFittedBase = type("_NotFittedBase", (ValueError, AttributeError), {})
+
+
+class NotFittedError(_NotFittedBase):
+    """An estimator method that needs a fitted model was called before ``fit``.
+
+    A ValueError and an AttributeError, and scikit-learn's NotFittedError where it is installed.
+    """
+
 
 try:
-    from sklearn.base import BaseEstimator
+    from sklearn.base import (
+        BaseEstimator,
+        ClassifierMixin,
+        ClusterMixin,
+        RegressorMixin,
+        TransformerMixin,
+    )
 except ImportError:
+
+    # Without scikit-learn the mixins only mark the estimator's kind; the estimators define
+    # fit_predict, fit_transform and score themselves.
+    class ClassifierMixin:
+        _estimator_type = "classifier"
+
+    class ClusterMixin:
+        _estimator_type = "clusterer"
+
+    class RegressorMixin:
+        _estimator_type = "regressor"
+
+    class TransformerMixin:
+        pass
 
     class BaseEstimator:
         """Parameter handling in the scikit-learn convention: every ``__init__`` argument is an
@@ -56,9 +87,12 @@ def check_is_fitted(estimator, attribute):
         )
 
 
-def record_features(estimator, X):
-    """Store ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame) at fit time."""
-    estimator.n_features_in_ = np.shape(X)[1] if np.ndim(X) == 2 else None
+def record_features(estimator, X, validated):
+    """Store ``n_features_in_`` and, for a DataFrame `X`, ``feature_names_in_`` at fit time.
+
+    `validated` is `X` after ``check_array``; the column names come from the original.
+    """
+    estimator.n_features_in_ = validated.shape[1]
     columns = getattr(X, "columns", None)
     if columns is not None and all(isinstance(c, str) for c in columns):
         estimator.feature_names_in_ = np.asarray(columns, dtype=object)
@@ -67,9 +101,9 @@ def record_features(estimator, X):
 
 
 def check_features(estimator, X):
-    """Raise ``ValueError`` if `X` has another number of features than the fitted data."""
-    if np.ndim(X) == 2 and np.shape(X)[1] != estimator.n_features_in_:
+    """Raise ``ValueError`` if the validated `X` has another number of features than at fit."""
+    if X.shape[1] != estimator.n_features_in_:
         raise ValueError(
-            f"X has {np.shape(X)[1]} features, but {type(estimator).__name__} "
+            f"X has {X.shape[1]} features, but {type(estimator).__name__} "
             f"is expecting {estimator.n_features_in_} features as input"
         )

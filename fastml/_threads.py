@@ -1,9 +1,9 @@
 """One thread setting for Numba, OpenMP (the Cython kernels) and BLAS.
 
-``set_num_threads(n)`` stores the count; every parallel backend reads ``get_num_threads()`` when
-it runs: Numba kernels through ``numba.set_num_threads``, Cython kernels through the
-``num_threads`` argument of ``prange``, and NumPy's matrix products through threadpoolctl's BLAS
-limit. The default is the number of CPUs this process may use, or ``FASTML_NUM_THREADS`` when set.
+``set_num_threads(n)`` stores the count, and every parallel backend reads ``get_num_threads()``
+when it runs. Numba kernels apply it with ``numba.set_num_threads``, Cython kernels pass it to
+``prange(num_threads=...)``, and NumPy's matrix products run under threadpoolctl's BLAS limit.
+The default is the number of CPUs this process may use, or ``FASTML_NUM_THREADS`` when set.
 """
 
 import contextlib

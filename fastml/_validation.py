@@ -30,6 +30,11 @@ def check_array(
     converts. Non-contiguous, Fortran-ordered and read-only inputs are accepted; the result is a
     contiguous copy where needed and never written to unless `copy` is true.
     """
+    if hasattr(array, "tocsr") or type(array).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"{name} is a sparse matrix ({type(array).__name__}); sparse input is not supported, "
+            f"convert it with {name}.toarray()"
+        )
     if hasattr(array, "__array__") or isinstance(array, (list, tuple)):
         original = np.asarray(array)
     else:
@@ -38,7 +43,11 @@ def check_array(
         )
 
     if original.dtype.kind == "c":
-        raise TypeError(f"{name} has complex dtype {original.dtype}; only real numbers are supported")
+        # ValueError, not TypeError, as scikit-learn raises for complex data.
+        raise ValueError(
+            f"Complex data not supported: {name} has dtype {original.dtype}; "
+            "pass the real part or the magnitude"
+        )
     if original.dtype.kind not in "biuf":
         try:
             original = original.astype(np.float64)
@@ -49,18 +58,22 @@ def check_array(
 
     if original.ndim != ndim:
         shape_hint = {1: "(n,)", 2: "(n_samples, n_features)"}.get(ndim, f"{ndim} dimensions")
-        raise ValueError(
-            f"{name} must be {ndim}-D with shape {shape_hint}, got shape {original.shape}"
-        )
+        message = f"{name} must be {ndim}-D with shape {shape_hint}, got shape {original.shape}"
+        if ndim == 2 and original.ndim < 2:
+            message += (
+                f". Reshape your data with {name}.reshape(-1, 1) if it has a single feature "
+                f"or {name}.reshape(1, -1) if it is a single sample"
+            )
+        raise ValueError(message)
     if original.shape[0] < min_samples:
         raise ValueError(
-            f"{name} has {original.shape[0]} samples (shape {original.shape}); "
-            f"at least {min_samples} required"
+            f"{name} has {original.shape[0]} sample(s) (shape={original.shape}) while a minimum "
+            f"of {min_samples} is required."
         )
     if ndim >= 2 and original.shape[1] < min_features:
         raise ValueError(
-            f"{name} has {original.shape[1]} features (shape {original.shape}); "
-            f"at least {min_features} required"
+            f"{name} has {original.shape[1]} feature(s) (shape={original.shape}) while a minimum "
+            f"of {min_features} is required."
         )
 
     target = original.dtype if original.dtype in dtype else np.dtype(dtype[0])
@@ -156,5 +169,5 @@ def check_sample_weight(sample_weight, n_samples, dtype):
             f"sample_weight must be non-negative, got {weights[negative[0]]} at index {negative[0]}"
         )
     if not weights.any():
-        raise ValueError("sample_weight must contain at least one positive weight; all are 0")
+        raise ValueError("sample_weight must contain at least one positive weight; all are zero")
     return weights

@@ -2,8 +2,8 @@
 
 Every primitive is implemented by modules named ``fastml.<primitive>._<backend>``. The registry
 imports a backend module only when it is first requested, so a missing optional dependency or an
-uncompiled Cython extension costs nothing until someone asks for that backend, and then raises
-``BackendUnavailableError`` saying how to get it.
+uncompiled Cython extension costs nothing until that backend is requested. Then ``load`` raises
+``BackendUnavailableError`` with the way to install it.
 
 ``backend="auto"`` picks the first importable entry of the primitive's preference order, which
 lists the backends from fastest to slowest as measured by the asv suite (docs/benchmarks.md).

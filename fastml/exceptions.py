@@ -7,7 +7,3 @@ class ConvergenceWarning(UserWarning):
 
 class BackendUnavailableError(ImportError):
     """A backend that exists for a primitive cannot be imported on this machine."""
-
-
-class NotFittedError(ValueError, AttributeError):
-    """An estimator method that needs a fitted model was called before ``fit``."""

@@ -17,6 +17,7 @@ from fastml._validation import (
     check_sample_weight,
 )
 from fastml.exceptions import ConvergenceWarning
+from fastml.kmeans._common import TIE_RTOL
 
 INIT_METHODS = ("k-means++", "random")
 
@@ -56,8 +57,9 @@ def fit(
         chosen centers unless every sample of positive weight is at distance zero.
         "random" picks n_clusters distinct samples of positive weight.
     n_init : int or "auto"
-        Runs from different initializations; the one with the lowest inertia wins (the earliest
-        on a tie). "auto" is 1 for "k-means++" and an array, 10 for "random".
+        Runs from different initializations; the one with the lowest inertia wins. Inertias
+        within a relative 1e-9 count as equal, and the earliest of equal runs wins. "auto" is 1
+        for "k-means++" and an array, 10 for "random".
     max_iter : int
         Maximum number of Lloyd iterations per run.
     tol : float
@@ -91,11 +93,10 @@ def fit(
     best = None
     for _ in range(n_init):
         centers = _initial_centers(module, X, sample_weight, n_clusters, init, rng)
-        result = KMeansResult(
-            *module.lloyd(X, sample_weight, centers, max_iter, tol, n_threads)
-        )
-        if best is None or result.inertia < best.inertia:
-            best = result
+        run = KMeansResult(*module.lloyd(X, sample_weight, centers, max_iter, tol, n_threads))
+        # A later run must be lower by more than rounding, so that all backends keep the same run.
+        if best is None or run.inertia * (1 + TIE_RTOL) < best.inertia:
+            best = run
 
     _warn_if_degenerate(best.labels, n_clusters)
     return best
@@ -137,8 +138,8 @@ def n_local_trials(n_clusters):
 
 
 def _plusplus_indices(module, X, sample_weight, n_clusters, rng):
-    # All randomness is drawn here, in one place, so every backend consumes the same numbers:
-    # row 0 column 0 picks the first center, row c holds the candidate draws of step c.
+    # All randomness is drawn here, in one place, so every backend consumes the same numbers.
+    # Entry [0, 0] picks the first center and row c contains the candidate draws of step c.
     uniforms = rng.random((n_clusters, n_local_trials(n_clusters)))
     return np.asarray(module.kmeans_plusplus(X, sample_weight, n_clusters, uniforms), dtype=np.intp)
 

@@ -23,6 +23,7 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 import numpy as np
 
 from fastml._threads import blas_threads
+from fastml.kmeans._common import first_within_tolerance
 from fastml.kmeans._lloyd import lloyd as _lloyd
 
 cdef enum:
@@ -64,9 +65,8 @@ def kmeans_plusplus(X, sample_weight, n_clusters, uniforms):
             potential = weights
         candidates = np.array([_draw(potential, u) for u in uniforms[step]], dtype=np.intp)
 
-        # argmin keeps the first of equal potentials, like the strict < of the naive backend.
         potentials = _candidate_potentials(X, weights, closest, candidates, bounds, n_threads)
-        chosen[step] = candidates[np.argmin(potentials)]
+        chosen[step] = candidates[first_within_tolerance(potentials.tolist())]
         _update_closest(X, closest, chosen[step], n_threads)
     return chosen
 

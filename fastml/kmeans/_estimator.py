@@ -2,12 +2,19 @@
 
 import numpy as np
 
-from fastml._estimator_base import BaseEstimator, check_features, check_is_fitted, record_features
+from fastml._estimator_base import (
+    BaseEstimator,
+    ClusterMixin,
+    TransformerMixin,
+    check_features,
+    check_is_fitted,
+    record_features,
+)
 from fastml._validation import check_array, check_option
 from fastml.kmeans._api import assign, fit
 
 
-class KMeans(BaseEstimator):
+class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means clustering with scikit-learn's parameters and attributes, on a fastml backend.
 
     Parameters
@@ -56,9 +63,10 @@ class KMeans(BaseEstimator):
     def fit(self, X, y=None, sample_weight=None):
         """Compute the clustering of `X`; `y` is ignored."""
         check_option(self.algorithm, "algorithm", ("lloyd",))
-        record_features(self, X)
+        validated = check_array(X, "X")
+        record_features(self, X, validated)
         result = fit(
-            X,
+            validated,
             self.n_clusters,
             init=self.init,
             n_init=self.n_init,

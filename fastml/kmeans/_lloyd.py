@@ -2,10 +2,10 @@
 
 Each of those backends supplies two kernels with the same contract:
 
-- ``accumulate(X, sample_weight, centers, labels, sums, weights, n_threads)`` assigns every
-  sample to its nearest center (a tie goes to the lower center index), writes ``labels`` and fills
-  ``sums`` (k, d) and ``weights`` (k,), both float64, with the weighted sum and total weight of
-  the samples of each cluster;
+- ``accumulate(X, sample_weight, centers, labels, sums, weights, n_threads)`` writes the
+  nearest center of every sample into ``labels`` (a tie goes to the lower center index). It fills
+  ``sums`` (k, d) and ``weights`` (k,), both float64, with the weighted sum and the total weight
+  of the samples of each cluster;
 - ``assign(X, sample_weight, centers, n_threads)`` returns ``(labels, inertia)`` for fixed
   centers, the inertia summed in float64 from exact squared distances.
 

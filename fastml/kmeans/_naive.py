@@ -10,12 +10,14 @@ from array import array
 
 import numpy as np
 
+from fastml.kmeans._common import first_within_tolerance
+
 
 def kmeans_plusplus(X, sample_weight, n_clusters, uniforms):
     """Return the sample indices of `n_clusters` greedy k-means++ centers.
 
-    ``uniforms[0][0]`` picks the first center and ``uniforms[c]`` holds the draws of the
-    candidates of step c; the caller draws them so that every backend uses the same numbers.
+    ``uniforms[0][0]`` picks the first center and ``uniforms[c]`` contains the draws of the
+    candidates of step c. The caller draws them, so that every backend uses the same numbers.
     """
     points = X.tolist()
     weights = sample_weight.tolist()
@@ -34,18 +36,17 @@ def kmeans_plusplus(X, sample_weight, n_clusters, uniforms):
         candidates = [_draw(potential, u) for u in draws[step]]
 
         # Greedy: keep the candidate whose addition lowers the potential most.
-        best_total, best_distances, best_candidate = None, None, None
+        trials = []
         for candidate in candidates:
             distances = [
                 min(d, _squared_distance(point, points[candidate]))
                 for d, point in zip(closest, points)
             ]
-            total = sum(w * d for w, d in zip(weights, distances))
-            if best_total is None or total < best_total:
-                best_total, best_distances, best_candidate = total, distances, candidate
+            trials.append((sum(w * d for w, d in zip(weights, distances)), distances))
+        best = first_within_tolerance([total for total, _ in trials])
 
-        chosen.append(best_candidate)
-        closest = best_distances
+        chosen.append(candidates[best])
+        closest = trials[best][1]
     return chosen
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastml._threads import blas_threads, numba_threads
+from fastml.kmeans._common import TIE_RTOL
 from fastml.kmeans._lloyd import lloyd as _lloyd
 
 CHUNK = 256
@@ -177,6 +178,16 @@ def _draw(weights, u):
     return index
 
 
+@njit(nogil=True, cache=True)
+def _first_within_tolerance(values):
+    """The rule of fastml.kmeans._common.first_within_tolerance, compiled."""
+    threshold = values.min() * (1 + TIE_RTOL)
+    for i in range(values.shape[0]):
+        if values[i] <= threshold:
+            return i
+    return 0
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def _candidate_potentials(X, weights, closest, candidates, bounds):
     """Potential sum_i w_i min(closest_i, ||x_i - x_c||^2) of each candidate c."""
@@ -217,9 +228,8 @@ def _kmeans_plusplus(X, weights, n_clusters, uniforms, bounds):
         for t in range(uniforms.shape[1]):
             candidates[t] = _draw(potential, uniforms[step, t])
 
-        # np.argmin keeps the first of equal potentials, like the strict < of the naive backend.
         potentials = _candidate_potentials(X, weights, closest, candidates, bounds)
-        chosen[step] = candidates[np.argmin(potentials)]
+        chosen[step] = candidates[_first_within_tolerance(potentials)]
         _update_closest(X, closest, chosen[step])
     return chosen
 

@@ -12,6 +12,7 @@ k-means++ computes exact squared distances in float64, tile by tile: O(n d (2 + 
 import numpy as np
 
 from fastml._threads import blas_threads
+from fastml.kmeans._common import first_within_tolerance
 from fastml.kmeans._lloyd import lloyd as _lloyd
 
 CHUNK = 2048
@@ -70,15 +71,11 @@ def kmeans_plusplus(X, sample_weight, n_clusters, uniforms):
             potential = weights
         candidates = [_draw(potential, u) for u in uniforms[step]]
 
-        best_total, best_distances, best_candidate = None, None, None
-        for candidate in candidates:
-            distances = np.minimum(closest, _distances_to(X, X[candidate]))
-            total = float(weights @ distances)
-            if best_total is None or total < best_total:
-                best_total, best_distances, best_candidate = total, distances, candidate
+        trials = [np.minimum(closest, _distances_to(X, X[c])) for c in candidates]
+        best = first_within_tolerance([float(weights @ distances) for distances in trials])
 
-        chosen.append(best_candidate)
-        closest = best_distances
+        chosen.append(candidates[best])
+        closest = trials[best]
     return np.array(chosen, dtype=np.intp)
 
 
