@@ -77,6 +77,7 @@ def fit(
         ``(centers, labels, inertia, n_iter)`` of the best run.
     """
     X = check_array(X, "X")
+    _check_magnitude(X, "X")
     n_samples = X.shape[0]
     n_clusters = check_int(n_clusters, "n_clusters", min_value=1)
     if n_clusters > n_samples:
@@ -112,6 +113,8 @@ def assign(X, centers, *, sample_weight=None, backend="auto"):
     """Return ``(labels, inertia)`` of `X` against fixed `centers`."""
     centers = check_array(centers, "centers")
     X = check_array(X, "X", dtype=(centers.dtype,))
+    _check_magnitude(X, "X")
+    _check_magnitude(centers, "centers")
     if X.shape[1] != centers.shape[1]:
         raise ValueError(
             f"X has {X.shape[1]} features but centers have {centers.shape[1]}; they must match"
@@ -124,6 +127,7 @@ def assign(X, centers, *, sample_weight=None, backend="auto"):
 def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None, backend="auto"):
     """Choose `n_clusters` initial centers by greedy k-means++; return ``(centers, indices)``."""
     X = check_array(X, "X")
+    _check_magnitude(X, "X")
     n_clusters = check_int(n_clusters, "n_clusters", min_value=1, max_value=X.shape[0])
     sample_weight = check_sample_weight(sample_weight, X.shape[0], X.dtype)
     rng = check_random_state(random_state)
@@ -141,7 +145,8 @@ def _plusplus_indices(module, X, sample_weight, n_clusters, rng):
     # All randomness is drawn here, in one place, so every backend consumes the same numbers.
     # Entry [0, 0] picks the first center and row c contains the candidate draws of step c.
     uniforms = rng.random((n_clusters, n_local_trials(n_clusters)))
-    return np.asarray(module.kmeans_plusplus(X, sample_weight, n_clusters, uniforms), dtype=np.intp)
+    indices = module.kmeans_plusplus(X, sample_weight, n_clusters, uniforms, get_num_threads())
+    return np.asarray(indices, dtype=np.intp)
 
 
 def _initial_centers(module, X, sample_weight, n_clusters, init, rng):
@@ -163,6 +168,7 @@ def _check_init(init, n_init, n_clusters, X):
         check_option(init, "init", INIT_METHODS)
     else:
         init = check_array(init, "init", dtype=(X.dtype,))
+        _check_magnitude(init, "init")
         if init.shape != (n_clusters, X.shape[1]):
             raise ValueError(
                 f"init has shape {init.shape}; expected (n_clusters, n_features) = "
@@ -181,6 +187,17 @@ def _check_init(init, n_init, n_clusters, X):
         )
         n_init = 1
     return init, n_init
+
+
+def _check_magnitude(X, name):
+    """Reject values whose squared norms overflow the dtype, which would turn scores into NaN."""
+    limit = np.sqrt(np.finfo(X.dtype).max / (4 * X.shape[1]))
+    largest = float(np.abs(X).max())
+    if largest > limit:
+        raise ValueError(
+            f"{name} contains values up to {largest:.3g}, too large for {X.dtype} distances "
+            f"(limit {limit:.3g} for {X.shape[1]} features); rescale {name} or use float64"
+        )
 
 
 def _scaled_tolerance(X, tol):

@@ -23,15 +23,15 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 import numpy as np
 
 from fastml._threads import blas_threads
-from fastml.kmeans._common import first_within_tolerance
+from fastml.kmeans._common import CHUNK, first_within_tolerance, row_blocks
 from fastml.kmeans._lloyd import lloyd as _lloyd
 
 cdef enum:
-    # Rows per GEMM tile: a CHUNK x k float tile stays in L2 cache for k up to a few hundred.
+    # The same tile height as fastml.kmeans._common.CHUNK, as a C constant (checked below).
     _CHUNK = 256
 
-CHUNK = _CHUNK
-MAX_BLOCKS = 16
+if CHUNK != _CHUNK:
+    raise ImportError(f"fastml.kmeans._common.CHUNK={CHUNK} differs from _cython._CHUNK={_CHUNK}")
 
 
 def lloyd(X, sample_weight, centers, max_iter, tol, n_threads):
@@ -47,15 +47,12 @@ def assign(X, sample_weight, centers, n_threads):
         return _assign(X, sample_weight, centers, n_threads)
 
 
-def kmeans_plusplus(X, sample_weight, n_clusters, uniforms):
+def kmeans_plusplus(X, sample_weight, n_clusters, uniforms, n_threads):
     """Return the sample indices of `n_clusters` greedy k-means++ centers (see the naive backend)."""
-    from fastml._threads import get_num_threads
-
     weights = sample_weight.astype(np.float64)
-    bounds = _blocks(X.shape[0])
+    bounds = row_blocks(X.shape[0])
     chosen = np.empty(n_clusters, dtype=np.intp)
     closest = np.full(X.shape[0], np.inf)
-    n_threads = get_num_threads()
 
     chosen[0] = _draw(weights, uniforms[0, 0])
     _update_closest(X, closest, chosen[0], n_threads)
@@ -69,15 +66,6 @@ def kmeans_plusplus(X, sample_weight, n_clusters, uniforms):
         chosen[step] = candidates[first_within_tolerance(potentials.tolist())]
         _update_closest(X, closest, chosen[step], n_threads)
     return chosen
-
-
-def _blocks(n_samples):
-    """Block boundaries: at most MAX_BLOCKS blocks, each a whole number of CHUNK-row tiles."""
-    n_chunks = -(-n_samples // CHUNK)
-    n_blocks = max(1, min(MAX_BLOCKS, n_chunks))
-    chunks_per_block = -(-n_chunks // n_blocks)
-    bounds = np.arange(0, n_blocks + 1, dtype=np.intp) * chunks_per_block * CHUNK
-    return np.minimum(bounds, n_samples)
 
 
 def _draw(const double[::1] weights, double u):
@@ -110,7 +98,7 @@ def accumulate(
 ):
     """Assign each sample to its nearest center; fill per-cluster weighted sums and weights."""
     cdef Py_ssize_t n_features = X.shape[1], n_clusters = centers.shape[0]
-    cdef Py_ssize_t[::1] bounds = _blocks(X.shape[0])
+    cdef Py_ssize_t[::1] bounds = row_blocks(X.shape[0])
     cdef Py_ssize_t n_blocks = bounds.shape[0] - 1, b
     cdef double[:, :, ::1] block_sums = np.zeros((n_blocks, n_clusters, n_features))
     cdef double[:, ::1] block_weights = np.zeros((n_blocks, n_clusters))
@@ -139,7 +127,7 @@ def _assign(
     int n_threads,
 ):
     cdef Py_ssize_t n_clusters = centers.shape[0]
-    cdef Py_ssize_t[::1] bounds = _blocks(X.shape[0])
+    cdef Py_ssize_t[::1] bounds = row_blocks(X.shape[0])
     cdef Py_ssize_t n_blocks = bounds.shape[0] - 1, b
     cdef double[::1] block_inertia = np.zeros(n_blocks)
     cdef int[::1] labels = np.empty(X.shape[0], dtype=np.int32)

@@ -95,11 +95,15 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """Return the Euclidean distance of each sample to each center, shape (n_samples, k)."""
         X = self._check_X(X)
         centers = self.cluster_centers_.astype(np.float64)
+        centers_sq = np.einsum("ij,ij->i", centers, centers)
         distances = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
+
+        # ||x||^2 - 2 x.c + ||c||^2 in float64, tile by tile; clamped because rounding can make
+        # it slightly negative when x is (nearly) a center.
         for start in range(0, X.shape[0], 4096):
             tile = X[start : start + 4096].astype(np.float64)
-            diff = tile[:, None, :] - centers[None, :, :]
-            distances[start : start + 4096] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+            squared = np.einsum("ij,ij->i", tile, tile)[:, None] - 2 * tile @ centers.T + centers_sq
+            distances[start : start + 4096] = np.sqrt(np.maximum(squared, 0.0))
         return distances
 
     def fit_transform(self, X, y=None, sample_weight=None):

@@ -15,6 +15,9 @@ pure-Python copy of it so that it stays an independent oracle.
 
 import numpy as np
 
+# Rows per temporary array when the loop itself computes distances (empty clusters only).
+TILE_ROWS = 4096
+
 
 def lloyd(accumulate, assign, X, sample_weight, centers_init, max_iter, tol, n_threads):
     """Run Lloyd iterations from `centers_init`; return ``(centers, labels, inertia, n_iter)``.
@@ -66,8 +69,11 @@ def relocate_empty_clusters(X, sample_weight, centers, labels, sums, weights):
     if empty.size == 0:
         return
 
-    diff = X.astype(np.float64) - centers[labels].astype(np.float64)
-    distances = np.einsum("ij,ij->i", diff, diff)
+    distances = np.empty(X.shape[0])
+    for start in range(0, X.shape[0], TILE_ROWS):
+        rows = slice(start, start + TILE_ROWS)
+        diff = X[rows].astype(np.float64) - centers[labels[rows]]
+        distances[rows] = np.einsum("ij,ij->i", diff, diff)
     candidates = np.flatnonzero(sample_weight > 0)
     order = candidates[np.argsort(-distances[candidates], kind="stable")]
 

@@ -13,7 +13,7 @@ import numpy as np
 from fastml.kmeans._common import first_within_tolerance
 
 
-def kmeans_plusplus(X, sample_weight, n_clusters, uniforms):
+def kmeans_plusplus(X, sample_weight, n_clusters, uniforms, n_threads):
     """Return the sample indices of `n_clusters` greedy k-means++ centers.
 
     ``uniforms[0][0]`` picks the first center and ``uniforms[c]`` contains the draws of the

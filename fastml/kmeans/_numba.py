@@ -1,12 +1,12 @@
 """k-means compiled with Numba.
 
-The assignment step works on a fixed number of row blocks (``_blocks``), processed in parallel
-with ``prange``. Inside a block, tiles of ``CHUNK`` rows are scored against the centers with one
-single-threaded BLAS product (``np.dot``, ||c||^2 - 2 x.c) into a CHUNK x k buffer owned by the
-block, and each sample's weighted coordinates are added to the block's own float64 sums, so no
-two threads write the same memory. The block sums are then reduced in block order. Because the
-blocks depend on n only, never on the thread count, the result is bitwise the same for any number
-of threads.
+The assignment step works on a fixed number of row blocks (``row_blocks``), processed in
+parallel with ``prange``. Inside a block, each tile of ``CHUNK`` rows gets its dot products with
+the centers from one single-threaded BLAS product (``np.dot``) into a k x CHUNK buffer owned by
+the block, then a vectorized scan picks the center minimizing ||c||^2/2 - x.c. Each sample's
+weighted coordinates are added to the block's own float64 sums, so no two threads write the same
+memory, and the block sums are reduced in block order. Because the blocks depend on n only, never
+on the thread count, the result is bitwise the same for any number of threads.
 
 Cost per iteration: O(n k d) flops in BLAS plus O(n d); extra memory O(B (CHUNK k + k d)) for
 B <= 16 blocks. k-means++ scores its candidates exactly in float64, in parallel over the same
@@ -17,11 +17,8 @@ import numpy as np
 from numba import njit, prange
 
 from fastml._threads import blas_threads, numba_threads
-from fastml.kmeans._common import TIE_RTOL
+from fastml.kmeans._common import CHUNK, TIE_RTOL, row_blocks
 from fastml.kmeans._lloyd import lloyd as _lloyd
-
-CHUNK = 256
-MAX_BLOCKS = 16
 
 
 def lloyd(X, sample_weight, centers, max_iter, tol, n_threads):
@@ -33,7 +30,7 @@ def lloyd(X, sample_weight, centers, max_iter, tol, n_threads):
 
 def accumulate(X, sample_weight, centers, labels, sums, weights, n_threads):
     """Assign each sample to its nearest center; fill per-cluster weighted sums and weights."""
-    bounds = _blocks(X.shape[0])
+    bounds = row_blocks(X.shape[0])
     block_sums = np.empty((len(bounds) - 1,) + sums.shape, dtype=np.float64)
     block_weights = np.empty((len(bounds) - 1, weights.shape[0]), dtype=np.float64)
     _accumulate_blocks(X, sample_weight, centers, bounds, labels, block_sums, block_weights)
@@ -47,25 +44,18 @@ def assign(X, sample_weight, centers, n_threads):
 
 
 def _assign(X, sample_weight, centers, n_threads):
-    bounds = _blocks(X.shape[0])
+    bounds = row_blocks(X.shape[0])
     labels = np.empty(X.shape[0], dtype=np.int32)
     block_inertia = np.empty(len(bounds) - 1, dtype=np.float64)
     _assign_blocks(X, sample_weight, centers, bounds, labels, block_inertia)
     return labels, float(block_inertia.sum())
 
 
-def kmeans_plusplus(X, sample_weight, n_clusters, uniforms):
+def kmeans_plusplus(X, sample_weight, n_clusters, uniforms, n_threads):
     """Return the sample indices of `n_clusters` greedy k-means++ centers (see the naive backend)."""
-    return _kmeans_plusplus(X, sample_weight.astype(np.float64), n_clusters, uniforms, _blocks(X.shape[0]))
-
-
-def _blocks(n_samples):
-    """Block boundaries: at most MAX_BLOCKS blocks, each a whole number of CHUNK-row tiles."""
-    n_chunks = -(-n_samples // CHUNK)
-    n_blocks = max(1, min(MAX_BLOCKS, n_chunks))
-    chunks_per_block = -(-n_chunks // n_blocks)
-    bounds = np.arange(0, n_blocks + 1, dtype=np.intp) * chunks_per_block * CHUNK
-    return np.minimum(bounds, n_samples)
+    weights = sample_weight.astype(np.float64)
+    with numba_threads(n_threads):
+        return _kmeans_plusplus(X, weights, n_clusters, uniforms, row_blocks(X.shape[0]))
 
 
 @njit(nogil=True, cache=True)

@@ -59,7 +59,7 @@ def assign(X, sample_weight, centers, n_threads):
     return labels, inertia
 
 
-def kmeans_plusplus(X, sample_weight, n_clusters, uniforms):
+def kmeans_plusplus(X, sample_weight, n_clusters, uniforms, n_threads):
     """Return the sample indices of `n_clusters` greedy k-means++ centers (see the naive backend)."""
     weights = sample_weight.astype(np.float64)
     chosen = [_draw(weights, uniforms[0, 0])]

@@ -60,6 +60,7 @@ BAD_INPUT = [
     (dict(init="kmeans"), ValueError, r"invalid init='kmeans'; expected one of \['k-means\+\+', 'random'\]"),
     (dict(sample_weight=[1, 1, 1, -1, 1, 1]), ValueError, r"sample_weight must be non-negative, got -1.0 at index 3"),
     (dict(sample_weight=[1, 1]), ValueError, r"sample_weight has shape \(2,\); expected \(6,\)"),
+    (dict(X=np.full((6, 2), 1e20, np.float32)), ValueError, r"X contains values up to 1e\+20, too large for float32 distances"),
     (dict(max_iter=0), ValueError, r"max_iter must be >= 1, got 0"),
     (dict(tol=-1e-3), ValueError, r"tol must be >= 0.0, got -0.001"),
     (dict(n_init=0), ValueError, r"n_init must be >= 1, got 0"),
