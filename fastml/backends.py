@@ -16,6 +16,7 @@ from fastml.exceptions import BackendUnavailableError
 # Preference order for "auto", fastest first. A backend that makes no sense for a primitive is
 # absent from its tuple rather than faked.
 _REGISTRY = {
+    "attention": ("cython", "numba", "numpy", "naive"),
     "kmeans": ("cython", "numba", "numpy", "naive"),
 }
 

