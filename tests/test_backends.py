@@ -50,3 +50,15 @@ def test_top_level_exports_subpackages():
     assert fastml.kmeans.fit is not None
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         fastml.nothing
+
+
+def test_kmeans_functions_do_not_import_sklearn():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from fastml.kmeans import fit; "
+        "fit(np.eye(4), 2, random_state=0, backend='numpy'); print('sklearn' in sys.modules)"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert output.stdout.strip() == "False"

@@ -6,6 +6,15 @@ same data, seed and init, up to floating-point rounding in near-ties; see docs/k
 """
 
 from fastml.kmeans._api import KMeansResult, assign, fit, kmeans_plusplus, predict
-from fastml.kmeans._estimator import KMeans
 
 __all__ = ["KMeans", "KMeansResult", "assign", "fit", "kmeans_plusplus", "predict"]
+
+
+def __getattr__(name):
+    # The estimator derives from scikit-learn's base classes when scikit-learn is installed, and
+    # importing scikit-learn takes a second and loads its OpenMP runtime: only on first use.
+    if name == "KMeans":
+        from fastml.kmeans._estimator import KMeans
+
+        return KMeans
+    raise AttributeError(f"module 'fastml.kmeans' has no attribute {name!r}")

@@ -211,8 +211,9 @@ def _warn_if_degenerate(labels, n_clusters):
     n_distinct = np.unique(labels).size
     if n_distinct < n_clusters:
         warnings.warn(
-            f"found {n_distinct} distinct clusters, fewer than n_clusters={n_clusters}; "
-            "X probably has fewer distinct points than clusters (duplicate points)",
+            f"found {n_distinct} distinct clusters, fewer than n_clusters={n_clusters}. X may have "
+            "fewer distinct points than clusters, or max_iter stopped the fit before an empty "
+            "cluster was refilled",
             ConvergenceWarning,
             stacklevel=3,
         )
