@@ -18,6 +18,7 @@ from fastml.exceptions import BackendUnavailableError
 _REGISTRY = {
     "attention": ("cython", "numba", "numpy", "naive"),
     "kmeans": ("cython", "numba", "numpy", "naive"),
+    "mlp": ("cython", "numba", "numpy", "naive"),
     "sampling": ("cython", "numba", "numpy", "naive"),
 }
 
