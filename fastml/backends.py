@@ -17,6 +17,7 @@ from fastml.exceptions import BackendUnavailableError
 # absent from its tuple rather than faked.
 _REGISTRY = {
     "attention": ("cython", "numba", "numpy", "naive"),
+    "bpe": ("cython", "numba", "naive"),
     "kmeans": ("cython", "numba", "numpy", "naive"),
     "mlp": ("cython", "numba", "numpy", "naive"),
     "sampling": ("cython", "numba", "numpy", "naive"),
