@@ -19,6 +19,7 @@ _REGISTRY = {
     "attention": ("cython", "numba", "numpy", "naive"),
     "bpe": ("cython", "numba", "naive"),
     "kmeans": ("cython", "numba", "numpy", "naive"),
+    "knn": ("cython", "numba", "numpy", "naive"),
     "mlp": ("cython", "numba", "numpy", "naive"),
     "sampling": ("cython", "numba", "numpy", "naive"),
 }

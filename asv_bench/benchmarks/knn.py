@@ -157,9 +157,9 @@ class KNNThroughput:
 class KNNSearchMemory:
     """Peak memory of a search of 100,000 x 64 float32 training rows as the queries grow 16-fold.
 
-    A distance matrix would take 381 MiB for 1,000 queries and 6.0 GiB for 16,000; a tiled
+    A distance matrix would take 381 MiB for 1,000 queries and 6.0 GiB for 16,000. A tiled
     search adds only its tiles and the (n_query, k) output, so both peaks stay close to the
-    resident data (24 MiB of training rows, 0.2 and 3.9 MiB of queries). The peak is reset at
+    resident data: 24 MiB of training rows, and 0.2 or 3.9 MiB of queries. The peak is reset at
     the end of setup: data generation and JIT compilation do not count, while what the warm-up
     search left resident (the interpreter, the libraries, the data, reusable heap) does.
     """
