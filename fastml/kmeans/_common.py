@@ -2,8 +2,8 @@
 
 import numpy as np
 
-# Rows per GEMM tile in the Numba and Cython kernels: a 256 x k float tile stays in L2 cache for k
-# up to a few hundred.
+# Rows per GEMM tile in the Numba kernels, and the alignment of the row blocks of both compiled
+# backends: a 256 x k float tile stays in L2 cache for k up to a few hundred.
 CHUNK = 256
 # Row blocks in the Numba and Cython kernels. Each block owns its accumulators, so memory grows
 # with MAX_BLOCKS x k x d; the count depends on n only, never on the thread count.

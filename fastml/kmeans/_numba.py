@@ -85,15 +85,13 @@ def _label_tile(X, centers, half_sq, start, stop, dots, best, labels):
     for i in range(n_rows):
         best[i] = half_sq[0] - tile[0, i]
         labels[start + i] = 0
-    # Strict < over ascending j: a tie keeps the lower center index. Both updates are arithmetic
-    # (a min and a multiply by the 0/1 comparison) so that every store is unconditional and the
-    # loop vectorizes into plain vector loads and stores.
+    # Strict < over ascending j: a tie keeps the lower center index.
     for j in range(1, n_clusters):
         for i in range(n_rows):
             score = half_sq[j] - tile[j, i]
-            closer = np.int32(score < best[i])
-            labels[start + i] += closer * (np.int32(j) - labels[start + i])
-            best[i] = min(score, best[i])
+            if score < best[i]:
+                best[i] = score
+                labels[start + i] = j
 
 
 @njit(parallel=True, nogil=True, cache=True)
