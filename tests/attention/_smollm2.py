@@ -5,6 +5,7 @@ dependencies compile llama.cpp, which these tests do not need). The package's ``
 imports the ``llm`` CLI, so the file is located without importing it.
 """
 
+import functools
 import importlib.util
 import os
 
@@ -61,3 +62,41 @@ def unpermute_rope_rows(weight, n_heads):
 
 def rms_norm(x, weight, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+@functools.cache
+def next_token_logits(prompt_tokens):
+    """Return the float64 next-token logits of the whole model for a tuple of vocabulary tokens.
+
+    All 30 layers run in float64 with fastml's multi_head_attention; the result is cached, so the
+    attention and sampling tests pay for one forward pass (about 14 s) between them.
+    """
+    from fastml.attention import multi_head_attention
+
+    model = SmolLM2(gguf_path())
+    eps = float(model.field("llama.attention.layer_norm_rms_epsilon"))
+    theta = float(model.field("llama.rope.freq_base"))
+    embedding = model.tensor("token_embd.weight").astype(np.float64)
+    hidden = embedding[model.token_ids(list(prompt_tokens))]
+
+    def weight(name):
+        return model.tensor(name).astype(np.float64)
+
+    for layer in range(int(model.field("llama.block_count"))):
+        prefix = f"blk.{layer}."
+        x = rms_norm(hidden, weight(prefix + "attn_norm.weight"), eps)
+        hidden = hidden + multi_head_attention(
+            x,
+            unpermute_rope_rows(weight(prefix + "attn_q.weight"), N_HEADS).T,
+            unpermute_rope_rows(weight(prefix + "attn_k.weight"), N_KV_HEADS).T,
+            weight(prefix + "attn_v.weight").T,
+            weight(prefix + "attn_output.weight").T,
+            N_HEADS, N_KV_HEADS, is_causal=True, rope_theta=theta,
+        )
+        # SwiGLU feed-forward: down(silu(gate x) * up x).
+        x = rms_norm(hidden, weight(prefix + "ffn_norm.weight"), eps)
+        gate, up = x @ weight(prefix + "ffn_gate.weight").T, x @ weight(prefix + "ffn_up.weight").T
+        hidden = hidden + (gate / (1 + np.exp(-gate)) * up) @ weight(prefix + "ffn_down.weight").T
+
+    # The output projection is tied to the token embeddings (the file has no output.weight).
+    return rms_norm(hidden[-1], weight("output_norm.weight"), eps) @ embedding.T

@@ -6,7 +6,16 @@ import pytest
 
 from fastml.attention import multi_head_attention
 
-from ._smollm2 import HEAD_DIM, N_HEADS, N_KV_HEADS, SmolLM2, gguf_path, rms_norm, unpermute_rope_rows
+from ._smollm2 import (
+    HEAD_DIM,
+    N_HEADS,
+    N_KV_HEADS,
+    SmolLM2,
+    gguf_path,
+    next_token_logits,
+    rms_norm,
+    unpermute_rope_rows,
+)
 
 pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
 if gguf_path() is None:
@@ -101,30 +110,5 @@ def test_layer0_attention_is_causal(layer0):
 def test_model_continues_with_paris():
     # All 30 layers in float64, attention from fastml: the prompt must continue with " Paris".
     model = SmolLM2(gguf_path())
-    eps = float(model.field("llama.attention.layer_norm_rms_epsilon"))
-    theta = float(model.field("llama.rope.freq_base"))
-    embedding = model.tensor("token_embd.weight").astype(np.float64)
-    hidden = embedding[model.token_ids(PROMPT)]
-
-    def weight(name):
-        return model.tensor(name).astype(np.float64)
-
-    for layer in range(int(model.field("llama.block_count"))):
-        prefix = f"blk.{layer}."
-        x = rms_norm(hidden, weight(prefix + "attn_norm.weight"), eps)
-        hidden = hidden + multi_head_attention(
-            x,
-            unpermute_rope_rows(weight(prefix + "attn_q.weight"), N_HEADS).T,
-            unpermute_rope_rows(weight(prefix + "attn_k.weight"), N_KV_HEADS).T,
-            weight(prefix + "attn_v.weight").T,
-            weight(prefix + "attn_output.weight").T,
-            N_HEADS, N_KV_HEADS, is_causal=True, rope_theta=theta,
-        )
-        # SwiGLU feed-forward: down(silu(gate x) * up x).
-        x = rms_norm(hidden, weight(prefix + "ffn_norm.weight"), eps)
-        gate, up = x @ weight(prefix + "ffn_gate.weight").T, x @ weight(prefix + "ffn_up.weight").T
-        hidden = hidden + (gate / (1 + np.exp(-gate)) * up) @ weight(prefix + "ffn_down.weight").T
-
-    # The output projection is tied to the token embeddings (the file has no output.weight).
-    logits = rms_norm(hidden[-1], weight("output_norm.weight"), eps) @ embedding.T
+    logits = next_token_logits(tuple(PROMPT))
     assert int(np.argmax(logits)) == model.token_ids(["ĠParis"])[0]
