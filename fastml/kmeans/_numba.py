@@ -74,8 +74,8 @@ def _label_tile(X, centers, half_sq, start, stop, dots, best, labels):
 
     The nearest center minimizes ||c||^2/2 - x.c (||x||^2 is the same for every center, and
     halving is exact). The scores are computed center-major, as ``dots`` (k, rows) =
-    centers @ X.T, so that the scan over centers compares whole rows of samples at once, which
-    LLVM vectorizes; a row-by-row argmin over k does not vectorize and cost 3x the GEMM.
+    centers @ X.T, so that the scan over centers runs along contiguous samples instead of an
+    argmin along each short row.
     """
     n_rows = stop - start
     n_clusters = centers.shape[0]
@@ -170,7 +170,7 @@ def _draw(weights, u):
 
 @njit(nogil=True, cache=True)
 def _first_within_tolerance(values):
-    """The rule of fastml.kmeans._common.first_within_tolerance, compiled."""
+    """Return the index of the first value within TIE_RTOL of the minimum (see _common)."""
     threshold = values.min() * (1 + TIE_RTOL)
     for i in range(values.shape[0]):
         if values[i] <= threshold:
