@@ -72,6 +72,13 @@ class Linear:
         self.bias = np.zeros(out_features, dtype=self.dtype)
         self._input = None
 
+    def __repr__(self):
+        in_features, out_features = self.weight.shape
+        return (
+            f"Linear({in_features}, {out_features}, dtype={np.dtype(self.dtype).name}, "
+            f"backend={self.backend!r})"
+        )
+
     @property
     def in_features(self):
         return self.weight.shape[0]
