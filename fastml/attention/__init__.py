@@ -2,7 +2,7 @@
 
 ``scaled_dot_product_attention`` follows ``torch.nn.functional.scaled_dot_product_attention``
 (boolean or additive masks, ``is_causal``, ``scale``, grouped-query heads), except that the
-causal mask aligns to the bottom-right corner when L != S and that a query that sees no key gets
+causal mask aligns to the bottom-right corner when L != S and that a query that attends to no key gets
 zeros; ``multi_head_attention`` projects, splits into heads, attends and projects back.
 ``KVCache``, ``cached_attention`` and ``DecoderLayer`` decode token by token against cached keys
 and values. See docs/attention.md.

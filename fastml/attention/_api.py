@@ -9,7 +9,7 @@ Every backend receives the same normalized problem and never re-checks it:
 - ``mask``: ``None`` or an additive mask of shape (Bm, Hm, Lm, S) in the dtype of q, where each
   of Bm, Hm, Lm is either 1 (broadcast) or B, Hq, L. A boolean mask arrives as 0 / -inf.
 - ``kv_lengths`` of shape (B,): the number of valid keys of each batch element, S by default.
-- ``is_causal``: query i of batch b sees keys j <= kv_lengths[b] - L + i (bottom-right aligned).
+- ``is_causal``: query i of batch b attends to keys j <= kv_lengths[b] - L + i (bottom-right aligned).
 - Query head h reads key/value head h // (Hq // Hkv).
 """
 
@@ -73,8 +73,8 @@ def scaled_dot_product_attention(
         A boolean mask allows attention where True (PyTorch's polarity). A float mask is added
         to the scaled scores, and -inf there excludes a key whatever its score.
     is_causal : bool
-        Query i sees keys 0 .. S - L + i, the causal mask aligned to the bottom-right corner, so
-        one new query (L = 1) sees every key. PyTorch's ``is_causal`` aligns to the top-left
+        Query i attends to keys 0 .. S - L + i, the causal mask aligned to the bottom-right corner, so
+        one new query (L = 1) attends to every key. PyTorch's ``is_causal`` aligns to the top-left
         corner instead; the two agree when L == S. Cannot be combined with `attn_mask`.
     scale : float, optional
         Multiplies the scores; 1 / sqrt(E) by default.
@@ -84,13 +84,13 @@ def scaled_dot_product_attention(
     kv_lengths : array-like of int, broadcastable to the leading dimensions of q, optional
         A fastml extension for padded key/value buffers (a KV cache): batch element b has
         ``kv_lengths[b]`` valid keys, the first ones; the others are ignored. With
-        `is_causal`, query i sees keys up to kv_lengths[b] - L + i.
+        `is_causal`, query i attends to keys up to kv_lengths[b] - L + i.
     backend : {"auto", "naive", "numpy", "numba", "cython"}
 
     Returns
     -------
     ndarray of shape (..., Hq, L, Ev)
-        In the dtype of q. A query that sees no key (every key masked, or none visible) gets a
+        In the dtype of q. A query that attends to no key (every key masked, or none visible) gets a
         row of zeros, never NaN.
     """
     q, k, v, compute_dtype = _check_qkv(q, k, v)

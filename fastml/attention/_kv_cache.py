@@ -241,8 +241,8 @@ def cached_attention(q, k, v, cache, *, layer=0, n_new=None, scale=None, backend
     """Append new keys and values to `cache`, then attend with the new queries over the cache.
 
     Query i of sequence b is the token at position p = lengths[b] + i (lengths before the step)
-    and sees the cached keys 0 .. p: the causal mask aligned to the bottom-right corner, so one
-    decoding query sees every cached key. Query head h reads key/value head h // (Hq // Hkv).
+    and attends to the cached keys 0 .. p: the causal mask aligned to the bottom-right corner, so one
+    decoding query attends to every cached key. Query head h reads key/value head h // (Hq // Hkv).
 
     Parameters
     ----------
@@ -332,9 +332,9 @@ def _check_queries(q, cache):
 def _right_align(q, n_new):
     """Move the n_new[b] real queries of each sequence to the end of the chunk.
 
-    The kernels align the causal mask so that the last query sees the last valid key. A ragged
+    The kernels align the causal mask so that the last query attends to the last valid key. A ragged
     chunk has its real queries first, so they are shifted to the end, where query L - n + j is
-    the j-th new token and sees keys up to lengths[b] - n + j, its own position.
+    the j-th new token and attends to keys up to lengths[b] - n + j, its own position.
     """
     n_queries = q.shape[2]
     shifted = np.zeros_like(q)

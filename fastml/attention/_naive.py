@@ -43,10 +43,10 @@ def attend(q, k, v, kv_batch, mask, kv_lengths, is_causal, scale, n_threads):
 
 
 def visible_keys(i, n_queries, kv_length, is_causal):
-    """Return how many keys (the first ones) query `i` may see.
+    """Return how many keys (the first ones) query `i` may attend to.
 
     Causal attention aligns the last query with the last valid key (bottom-right), so query i
-    sees keys 0 .. kv_length - n_queries + i; queries before the first key see none.
+    attends to keys 0 .. kv_length - n_queries + i; queries before the first key attend to none.
     """
     if not is_causal:
         return kv_length

@@ -204,7 +204,7 @@ def _online_softmax(scores, row_max, row_sum, rescale):
 
 @njit(nogil=True, cache=True)
 def _row_limit(i, n_queries, kv_length, is_causal):
-    """Return how many keys (the first ones) query i sees; causal attention is bottom-right."""
+    """Return how many keys (the first ones) query i attends to; causal attention is bottom-right."""
     if not is_causal:
         return kv_length
     return min(kv_length, max(0, kv_length - n_queries + i + 1))
@@ -260,7 +260,7 @@ def _attend_item(
     row_sum[:n_rows] = 0.0
     acc[:n_rows] = 0.0
 
-    # Limits grow with the row, so the first row's limit bounds the keys that every row sees:
+    # Limits grow with the row, so the first row's limit bounds the keys that every row attends to:
     # those go through with all rows at once, no causal masking needed.
     common_limit = _row_limit(row_start // group, n_queries, kv_length, is_causal)
     _attend_rows(

@@ -75,7 +75,7 @@ def _visible(n_queries, n_keys, kv_lengths, is_causal):
     lengths = kv_lengths[:, None, None]
     visible = keys[None, None, :] < lengths
     if is_causal:
-        # Bottom-right alignment: the last query sees the last valid key.
+        # Bottom-right alignment: the last query attends to the last valid key.
         last_visible = lengths - n_queries + np.arange(n_queries)[None, :, None]
         visible = visible & (keys[None, None, :] <= last_visible)
     return visible

@@ -741,7 +741,7 @@ def _encode_ascii(s, gpt4, classes, token_buffer, token_start, token_length, tok
                   token_cells, token_bits, table, pair_key, pair_rank, bits, byte_rank):
     n = s.size
 
-    # The longest piece sizes the work arrays; a first pass finds it.
+    # The work arrays are sized by the longest piece, which a first pass finds.
     max_length = 1
     i = 0
     while i < n:

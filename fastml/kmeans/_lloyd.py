@@ -9,8 +9,8 @@ Each of those backends supplies two kernels with the same contract:
 - ``assign(X, sample_weight, centers, n_threads)`` returns ``(labels, inertia)`` for fixed
   centers, the inertia summed in float64 from exact squared distances.
 
-The loop itself is cheap (O(k d) per iteration) and lives here once; the naive backend keeps a
-pure-Python copy of it so that it stays an independent oracle.
+The loop itself is cheap (O(k d) per iteration), so it is written here once. The naive backend
+keeps a pure-Python copy of it, so that it stays an independent oracle.
 """
 
 import numpy as np

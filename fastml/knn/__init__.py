@@ -23,8 +23,8 @@ __all__ = [
 
 
 def __getattr__(name):
-    # The estimators derive from scikit-learn's base classes when it is installed; importing
-    # scikit-learn takes a second and loads its OpenMP runtime, so it happens on first use.
+    # The estimators derive from scikit-learn's base classes when it is installed. Importing
+    # scikit-learn takes a second and loads its OpenMP runtime, so it waits until first use.
     if name in _ESTIMATORS:
         from fastml.knn import _estimator
 

@@ -235,7 +235,7 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const Py_ssize_t[::1] l
 
     with nogil:
         for i in range(n_rows):
-            # Shift by the row max: exp never overflows and log-sum-exp stays exact.
+            # Shift by the row max: every exp is at most 1, so it cannot overflow.
             largest = logits[i, 0]
             for j in range(1, n_classes):
                 largest = max(largest, <double>logits[i, j])

@@ -197,5 +197,5 @@ def adam_update(param, grad, m, v, learning_rate, beta1, beta2, epsilon, step):
 
 
 def threads(n_threads):
-    """The naive backend runs on one thread: nothing to limit."""
+    """Return a no-op context: the naive backend runs on one thread, so there is nothing to limit."""
     return contextlib.nullcontext()

@@ -163,7 +163,7 @@ def _softmax_cross_entropy(logits, labels, grad):
     n_rows, n_classes = logits.shape
     total = 0.0
     for i in range(n_rows):
-        # Shift by the row max: exp never overflows and log-sum-exp stays exact.
+        # Shift by the row max: every exp is at most 1, so it cannot overflow.
         largest = logits[i, 0]
         for j in range(1, n_classes):
             largest = max(largest, logits[i, j])

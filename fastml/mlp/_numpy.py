@@ -83,7 +83,7 @@ def softmax_cross_entropy(logits, labels, grad):
     batch = logits.shape[0]
     rows = np.arange(batch)
 
-    # Shift each row by its max: exp never overflows and log-sum-exp stays exact.
+    # Shift each row by its max: every exp is at most 1, so it cannot overflow.
     shifted = logits - logits.max(axis=1, keepdims=True)
     np.exp(shifted, out=grad)
     sum_exps = grad.sum(axis=1, keepdims=True)

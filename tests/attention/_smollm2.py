@@ -68,8 +68,8 @@ def rms_norm(x, weight, eps):
 def next_token_logits(prompt_tokens):
     """Return the float64 next-token logits of the whole model for a tuple of vocabulary tokens.
 
-    All 30 layers run in float64 with fastml's multi_head_attention; the result is cached, so the
-    attention and sampling tests pay for one forward pass (about 14 s) between them.
+    All 30 layers run in float64 with fastml's multi_head_attention. The result is cached, so the
+    attention and sampling tests share one forward pass (about 14 s on a 2-core machine).
     """
     from fastml.attention import multi_head_attention
 

@@ -93,7 +93,7 @@ def test_causal_aligns_bottom_right(backend):
     k = np.zeros((1, 1, 4, 1))
     v = np.arange(4.0).reshape(1, 1, 4, 1)
     out = scaled_dot_product_attention(q, k, v, is_causal=True, backend=backend)
-    # Query 0 sees keys 0..2 (S - L + 0 = 2), query 1 sees keys 0..3.
+    # Query 0 attends to keys 0..2 (S - L + 0 = 2), query 1 attends to keys 0..3.
     np.testing.assert_allclose(out[0, 0, :, 0], [1.0, 1.5], rtol=1e-14)
 
 
@@ -179,7 +179,7 @@ def test_empty_inputs(backend):
     out = scaled_dot_product_attention(np.ones((1, 2, 0, 3)), np.ones((1, 2, 5, 3)),
                                        np.ones((1, 2, 5, 4)), backend=backend)
     assert out.shape == (1, 2, 0, 4)
-    # No key at all: every query sees nothing, so zeros.
+    # No key at all: every query attends to nothing, so zeros.
     out = scaled_dot_product_attention(np.ones((1, 2, 3, 3)), np.ones((1, 2, 0, 3)),
                                        np.ones((1, 2, 0, 4)), backend=backend)
     np.testing.assert_array_equal(out, np.zeros((1, 2, 3, 4)))
