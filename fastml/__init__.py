@@ -13,7 +13,7 @@ from fastml.exceptions import BackendUnavailableError, ConvergenceWarning
 
 __version__ = "0.1.0.dev0"
 
-_SUBPACKAGES = ("attention", "bpe", "datasets", "kmeans", "knn", "mlp", "sampling")
+_SUBPACKAGES = ("attention", "bpe", "datasets", "kmeans", "knn", "llm", "mlp", "sampling")
 
 __all__ = [
     "BackendUnavailableError",
