@@ -4,7 +4,8 @@ fastml's model (``fastml.llm``) runs the projections with NumPy and attention wi
 kernel over a KV cache; the peer is Hugging Face transformers on torch's CPU, loaded from the same
 GGUF file and so with the same dequantized float32 weights.
 
-- Prefill: one forward pass over a prompt of ``prompt_len`` tokens, in tokens per second.
+- Prefill: one forward pass over a prompt of ``prompt_len`` tokens, in tokens per second, with
+  the logits of the last token only (``logits_to_keep=1`` for transformers), as generation does.
 - Decoding: greedy steps after that prefill, each a forward pass of one token against the cache
   plus the choice of the next token, in tokens per second. transformers runs ``generate`` with
   ``do_sample=False``, the call its users make, and its prefill time is taken off.
@@ -95,10 +96,10 @@ def _transformers_speeds(prompt_len):
     ids = torch.tensor([prompt_ids(prompt_len)])
     prefill, decode = 0.0, 0.0
     with torch.no_grad():
-        model(ids)
+        model(ids, logits_to_keep=1)
         for _ in range(REPEAT):
             started = time.perf_counter()
-            model(ids)
+            model(ids, logits_to_keep=1)
             prefill_seconds = time.perf_counter() - started
 
             started = time.perf_counter()

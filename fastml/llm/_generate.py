@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from fastml import backends
+from fastml._threads import num_threads
 from fastml._validation import check_int, check_random_state
 from fastml.llm._gguf import GGUFFile, missing_byte_ids, smollm2_path
 from fastml.llm._model import LlamaModel, _read_weights
@@ -147,18 +148,21 @@ class Generator:
         sampling_backend = _sampling_backend(model.backend)
 
         started = time.perf_counter()
-        logits = model.forward(prompt_ids, cache)[-1]
+        logits = model.forward(prompt_ids, cache, last_only=True)[-1]
         stats.prefill_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
         for step in range(max_new_tokens):
-            token_id = int(sample(logits, **sampling, rng=rng, backend=sampling_backend))
+            # One thread, as the model's attention: one row of logits is too little work to share,
+            # and spinning workers slowed the next step's BLAS products by a quarter.
+            with num_threads(1):
+                token_id = int(sample(logits, **sampling, rng=rng, backend=sampling_backend))
             if stop_at_eos and token_id == model.config.eos_token_id:
                 break
             stats.new_tokens += 1
             yield token_id, text.decode(self.tokenizer.decode_bytes([token_id]))
             if step + 1 < max_new_tokens:
-                logits = model.forward([token_id], cache)[-1]
+                logits = model.forward([token_id], cache, last_only=True)[-1]
                 stats.decode_seconds = time.perf_counter() - started
         tail = text.decode(b"", final=True)
         if tail:

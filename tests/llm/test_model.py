@@ -27,6 +27,14 @@ def test_prefill_logits_match_transformers(generator, transformers_model):
     assert relative_error(ours, theirs) < LOGIT_RTOL
 
 
+def test_last_only_returns_the_last_row(generator):
+    ids = generator.encode(PROMPT)
+    full = generator.model.forward(ids, generator.model.new_cache())
+    last = generator.model.forward(ids, generator.model.new_cache(), last_only=True)
+    assert last.shape == (1, generator.model.config.vocab_size)
+    np.testing.assert_allclose(last[0], full[-1], rtol=0, atol=1e-5 * np.abs(full).max())
+
+
 def test_cached_decode_logits_match_transformers(generator, transformers_model):
     """Logits after a prefill and five cached single-token steps equal a full forward pass."""
     ids = generator.encode(PROMPT)
