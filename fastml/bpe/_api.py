@@ -2,6 +2,7 @@
 
 import sys
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,6 +55,26 @@ def train(
     Tokenizer
         Token 256 + k is merge k. Training stops early, without error, when no pair is left.
     """
+    settings = check_train_settings(vocab_size, pattern, special_tokens, min_frequency, backend)
+    counts = count_pretokens(
+        corpus, settings.pattern, settings.special_tokens,
+        getattr(settings.module, "count_ascii_pretokens", None), n_threads=get_num_threads(),
+    )
+    return train_from_counts(counts, settings, progress)
+
+
+class TrainSettings(NamedTuple):
+    """The validated settings of `train`, and the backend module that runs the merge loop."""
+
+    n_merges: int
+    pattern: str
+    special_tokens: list
+    min_frequency: int
+    module: object
+
+
+def check_train_settings(vocab_size, pattern, special_tokens, min_frequency, backend):
+    """Validate the settings of `train`; return them as `TrainSettings`."""
     vocab_size = check_int(vocab_size, "vocab_size", min_value=1)
     special_tokens = check_special_list(special_tokens)
     n_merges = vocab_size - 256 - len(special_tokens)
@@ -63,18 +84,22 @@ def train(
             f"tokens = {256 + len(special_tokens)}"
         )
     min_frequency = check_int(min_frequency, "min_frequency", min_value=1)
-    regex_pattern = resolve_pattern(pattern)
-    module = backends.load("bpe", backend)
+    return TrainSettings(
+        n_merges, resolve_pattern(pattern), special_tokens, min_frequency,
+        backends.load("bpe", backend),
+    )
 
-    counts = count_pretokens(
-        corpus, regex_pattern, special_tokens, getattr(module, "count_ascii_pretokens", None),
-        n_threads=get_num_threads(),
-    )
+
+def train_from_counts(counts, settings, progress):
+    """Run the merge loop on a table of pre-token counts; return the trained `Tokenizer`."""
     words, offsets, weights = pack_words(counts)
+    n_merges = settings.n_merges
     merges = run_with_progress(
-        module.train, (words, offsets, weights, n_merges, min_frequency), n_merges, progress
+        settings.module.train, (words, offsets, weights, n_merges, settings.min_frequency),
+        n_merges, progress,
     )
-    return build_tokenizer(merges, regex_pattern, special_tokens, backends.resolve("bpe", backend))
+    backend = settings.module.__name__.rsplit("._", 1)[1]
+    return build_tokenizer(merges, settings.pattern, settings.special_tokens, backend)
 
 
 def check_special_list(special_tokens):
