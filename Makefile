@@ -48,14 +48,16 @@ test-data: $(BIN)/python
 	@if command -v npm >/dev/null; then $(BIN)/python scripts/asv_offline.py --fetch-only; \
 	else echo "npm not found: install Node.js, or the tests of the offline asv report skip"; fi
 
+# The docs build first, so that pytest's summary is the last line of the output.
 test: install-test test-data
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) docs
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The Sphinx site in docs/_build/html; every warning fails the build. The docs extra is part of
 # install-test, so run `make install-test` once before `make docs` on a fresh clone.
 docs:
-	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+	@test -x $(BIN)/python || { echo "no $(BIN)/python: run make install-test first"; exit 2; }
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 # The asv suite on the current commit, then the HTML report, made to render offline, and the
 # table of each primitive's best backend in asv_bench/summary.md (asv_bench/run.py says where).

@@ -34,6 +34,9 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastml", description="Core ML primitives written four times, compared side by side."
     )
+    from fastml import __version__
+
+    parser.add_argument("--version", action="version", version=f"fastml {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add_command in SUBCOMMANDS:
         add_command(subparsers)
@@ -68,7 +71,7 @@ def add_compare_command(subparsers):
     )
     parser.add_argument(
         "--all", action="store_true",
-        help="compare every primitive at one quick size each (about a minute or two)",
+        help="compare every primitive at one quick size each (about 30 seconds on 2 cores)",
     )
     parser.add_argument(
         "--sizes", nargs="+", type=parse_size, metavar="SIZE",

@@ -209,3 +209,12 @@ def test_console_script():
                           "numpy", *QUICK])
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("sampling: top-p 0.9 sampling")
+
+
+def test_version_prints_the_package_version(capsys):
+    import fastml
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fastml {fastml.__version__}"

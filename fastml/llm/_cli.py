@@ -1,7 +1,18 @@
 """``fastml generate``: stream a continuation of a prompt from SmolLM2-135M-Instruct."""
 
 import argparse
+import math
+import re
 import sys
+
+# Parameter names in the library's messages, and the options that set them here.
+OPTION_NAMES = {
+    "max_new_tokens": "--max-new-tokens",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "random_state": "--seed",
+}
 
 
 def add_generate_command(subparsers):
@@ -62,10 +73,10 @@ def run_generate(args, parser):
     try:
         check_settings(**settings)
     except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
+        parser.error(_with_option_names(str(exc)))
     try:
         generator = load_generator(args.model, backend=args.backend)
-    except (FileNotFoundError, ImportError) as exc:
+    except (OSError, ImportError, ValueError) as exc:
         print(f"fastml generate: {exc}", file=sys.stderr)
         return 1
 
@@ -79,7 +90,7 @@ def run_generate(args, parser):
     try:
         first = next(pieces, "")
     except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
+        parser.error(_with_option_names(str(exc)))
     if not args.chat:
         print(args.prompt, end="")
     print(first, end="", flush=True)
@@ -89,9 +100,21 @@ def run_generate(args, parser):
 
     stats = generator.stats
     print(
-        f"[{stats.prompt_tokens} prompt tokens at {stats.prefill_tokens_per_second:.1f} tokens/s, "
-        f"{stats.new_tokens} new tokens at {stats.decode_tokens_per_second:.1f} tokens/s, "
+        f"[prompt: {stats.prompt_tokens} tokens at {_rate(stats.prefill_tokens_per_second)}; "
+        f"generated: {stats.new_tokens} tokens at {_rate(stats.decode_tokens_per_second)}; "
         f"backend {generator.model.backend}]",
         file=sys.stderr,
     )
     return 0
+
+
+def _rate(tokens_per_second):
+    # NaN when nothing was timed: no new token, or only the one that the prefill gives.
+    return "n/a" if math.isnan(tokens_per_second) else f"{tokens_per_second:.1f} tokens/s"
+
+
+def _with_option_names(message):
+    """Replace the library's parameter names in `message` with the options that set them."""
+    for name, option in OPTION_NAMES.items():
+        message = re.sub(rf"\b{name}\b", option, message)
+    return message

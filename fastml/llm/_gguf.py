@@ -86,7 +86,10 @@ class GGUFFile:
             raise FileNotFoundError(f"no GGUF file at {path!r}")
         self.path = path
         self._dequantize = gguf.quants.dequantize
-        self._reader = gguf.GGUFReader(path)
+        try:
+            self._reader = gguf.GGUFReader(path)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"{path!r} is not a readable GGUF file: {exc}") from None
         self._tensors = {tensor.name: tensor for tensor in self._reader.tensors}
 
         architecture = self.field("general.architecture")

@@ -14,7 +14,7 @@ def test_generate_prints_the_greedy_continuation(capsys):
     captured = capsys.readouterr()
     assert status == 0
     assert captured.out.startswith("The capital of France is Paris")
-    assert "4 new tokens" in captured.err
+    assert "generated: 4 tokens" in captured.err
     assert "backend numpy" in captured.err
 
 
@@ -31,9 +31,10 @@ def test_generate_chat_answers_without_echoing_the_template(capsys):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--temperature", "-1"], "temperature must be >= 0"),
-        (["--top-p", "1.5"], "top_p"),
-        (["--max-new-tokens", "-3"], "max_new_tokens must be >= 0"),
+        (["--temperature", "-1"], "--temperature must be >= 0"),
+        (["--top-p", "1.5"], "--top-p"),
+        (["--max-new-tokens", "-3"], "--max-new-tokens must be >= 0"),
+        (["--seed", "-1"], "--seed must be a non-negative int"),
         (["--max-new-tokens", "9000"], "context length of 8192"),
         (["--system", "Be brief."], "--system needs --chat"),
         (["--backend", "gpu"], "invalid choice: 'gpu'"),
@@ -50,6 +51,24 @@ def test_generate_reports_a_missing_model_file(capsys, tmp_path):
     status = main(["generate", "Hello", "--model", str(tmp_path / "missing.gguf")])
     assert status == 1
     assert "no GGUF file" in capsys.readouterr().err
+
+
+def test_generate_reports_a_file_that_is_not_gguf(capsys, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a model")
+    status = main(["generate", "Hello", "--model", str(path)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "is not a readable GGUF file" in err
+    assert "Traceback" not in err
+
+
+def test_generate_zero_new_tokens_prints_no_nan(capsys):
+    status = main(["generate", "Hello", "--max-new-tokens", "0"])
+    err = capsys.readouterr().err
+    assert status == 0
+    assert "generated: 0 tokens at n/a" in err
+    assert "nan" not in err
 
 
 def test_python_dash_m_fastml_generate_streams_text():
