@@ -87,7 +87,7 @@ def add_compare_command(subparsers):
     )
     parser.add_argument(
         "--plot", type=Path, metavar="FILE",
-        help="write a log-log plot of time over size to FILE (PNG; needs matplotlib)",
+        help="write a log-log plot of time over size to FILE (.png, .svg or .pdf; needs matplotlib)",
     )
     parser.add_argument(
         "--repeat", type=parse_positive_int, default=5, metavar="R",
@@ -213,6 +213,12 @@ def check_plot_file(args, parser):
         return
     if importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib; install it with `pip install matplotlib`")
+    from fastml.compare._report import PLOT_FORMATS
+
+    extension = args.plot.suffix.lstrip(".").lower()
+    if extension not in PLOT_FORMATS:
+        expected = ", ".join(f".{name}" for name in PLOT_FORMATS)
+        parser.error(f"invalid --plot {str(args.plot)!r}: expected a file name ending in {expected}")
     directory = args.plot.resolve().parent
     if not directory.is_dir():
         parser.error(f"invalid --plot {str(args.plot)!r}: directory {str(directory)!r} not found")

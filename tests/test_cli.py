@@ -105,6 +105,17 @@ def test_compare_plot_is_png(capsys, tmp_path):
     assert path.read_bytes()[:8] == PNG_SIGNATURE
 
 
+@pytest.mark.skipif(not installed("matplotlib"), reason="matplotlib is not installed")
+def test_compare_plot_follows_the_extension(capsys, tmp_path):
+    path = tmp_path / "knn.svg"
+    status, _, _ = run_cli(
+        capsys, "compare", "knn", "--sizes", "100", "1k", "--backends", "numpy", "--plot", str(path),
+        *QUICK,
+    )
+    assert status == 0
+    assert b"<svg" in path.read_bytes()[:1000]
+
+
 def test_compare_all(capsys):
     # numpy alone keeps this fast; the BPE cases have no NumPy backend and are left out.
     status, out, _ = run_cli(capsys, "compare", "--all", "--backends", "numpy", *QUICK)
@@ -135,6 +146,8 @@ def test_compare_all(capsys):
         (["kmeans", "--all"], r"give either a PRIMITIVE or --all"),
         (["--all", "--sizes", "100"], r"--sizes needs one PRIMITIVE"),
         (["--all", "--plot", "x.png"], r"--plot needs one PRIMITIVE"),
+        (["kmeans", "--plot", "x.txt"],
+         r"invalid --plot 'x.txt': expected a file name ending in .png, .svg, .pdf"),
         (["kmeans", "--plot", "/no/such/directory/x.png"],
          r"invalid --plot '/no/such/directory/x.png': directory '/no/such/directory' not found"),
     ],

@@ -8,6 +8,7 @@ log(size), which is near k for a cost that grows like size^k once fixed costs st
 """
 
 import math
+import os
 
 import numpy as np
 
@@ -96,9 +97,17 @@ def _threads_text(threads):
     return f"{threads} thread" + ("s" if threads > 1 else "")
 
 
+# Plot file formats, chosen by the file's extension; matplotlib writes each without extra packages.
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
 def plot(case, measurements, path, threads):
-    """Draw time over size on log-log axes, one line per backend or peer, into `path` (PNG)."""
-    make_figure(case, measurements, threads).savefig(path, format="png", dpi=110)
+    """Draw time over size on log-log axes, one line per backend or peer, into `path`.
+
+    The format follows the extension of `path`: one of PLOT_FORMATS.
+    """
+    file_format = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    make_figure(case, measurements, threads).savefig(path, format=file_format, dpi=110)
 
 
 def make_figure(case, measurements, threads):
