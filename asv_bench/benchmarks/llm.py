@@ -1,8 +1,8 @@
 """SmolLM2-135M-Instruct end to end: prefill and decoding speed, against transformers on torch.
 
 fastml's model (``fastml.llm``) runs the projections with NumPy and attention with the backend's
-kernel over a KV cache; the peer is Hugging Face transformers on torch's CPU, loaded from the same
-GGUF file and so with the same dequantized float32 weights.
+kernel over a KV cache. The peer is Hugging Face transformers on torch's CPU, loaded from the same
+GGUF file, so it has the same dequantized float32 weights.
 
 - Prefill: one forward pass over a prompt of ``prompt_len`` tokens, in tokens per second, with
   the logits of the last token only (``logits_to_keep=1`` for transformers), as generation does.

