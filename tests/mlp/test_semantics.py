@@ -122,16 +122,18 @@ def test_same_seed_same_model(backend):
     assert not np.array_equal(first.forward(X), third.forward(X))
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_result_independent_of_thread_count(fast_backend, dtype):
-    # Large enough that BLAS may split the products between threads.
+def test_result_independent_of_thread_count(fast_backend, dtype, activation):
+    # Large enough that the products and passes are split between threads, in blocks of 16
+    # that do not divide 300 or 200.
     rng = np.random.default_rng(2)
     X = rng.normal(size=(300, 120)).astype(dtype)
     y = rng.integers(0, 10, size=300)
     models = []
     for n_threads in (1, 2):
         with fastml.num_threads(n_threads):
-            model = small_network(fast_backend, "gelu", sizes=(120, 200, 10), dtype=dtype, seed=3)
+            model = small_network(fast_backend, activation, sizes=(120, 200, 10), dtype=dtype, seed=3)
             model.train_step(X, y, learning_rate=1e-3)
             models.append(model)
 
