@@ -188,16 +188,9 @@ class KVCache:
     def _check_new(self, array, name, n_features):
         """Validate the keys or values of new tokens: (B, Hkv, L, n_features), cache dtype, finite."""
         array = _check_tensor(array, name)
-        expected = f"(batch_size={self.batch_size}, n_kv_heads={self.n_kv_heads}, L, {n_features})"
-        if array.ndim != 4:
-            raise ValueError(f"{name} must be 4-D {expected}, got shape {array.shape}")
-        if array.shape[1] != self.n_kv_heads:
-            raise ValueError(
-                f"{name} has {array.shape[1]} heads (axis 1) but the cache has "
-                f"n_kv_heads={self.n_kv_heads}; expected shape {expected}"
-            )
-        if array.shape[0] != self.batch_size or array.shape[3] != n_features:
-            raise ValueError(f"{name} has shape {array.shape}; expected {expected}")
+        shape = array.shape
+        if len(shape) != 4 or shape[:2] != self.keys.shape[1:3] or shape[3] != n_features:
+            self._reject_shape(shape, name, n_features)
         if array.dtype != self.dtype:
             raise TypeError(
                 f"{name} has dtype {array.dtype} but the cache stores {self.dtype}; convert with "
@@ -205,6 +198,18 @@ class KVCache:
             )
         check_finite(array, name)
         return array
+
+    def _reject_shape(self, shape, name, n_features):
+        # Kept apart from _check_new, whose passing path runs on every decoding step.
+        expected = f"(batch_size={self.batch_size}, n_kv_heads={self.n_kv_heads}, L, {n_features})"
+        if len(shape) != 4:
+            raise ValueError(f"{name} must be 4-D {expected}, got shape {shape}")
+        if shape[1] != self.n_kv_heads:
+            raise ValueError(
+                f"{name} has {shape[1]} heads (axis 1) but the cache has "
+                f"n_kv_heads={self.n_kv_heads}; expected shape {expected}"
+            )
+        raise ValueError(f"{name} has shape {shape}; expected {expected}")
 
     def _check_n_new(self, n_new, n_tokens):
         if n_new is None:
