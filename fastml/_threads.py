@@ -84,8 +84,8 @@ def _blas_libraries():
 @contextlib.contextmanager
 def blas_threads(n):
     """Limit the BLAS thread pools (NumPy's and SciPy's) to `n` inside the block."""
-    # Each library's own getter and setter, about 1 us: threadpoolctl's limit() took 11 us, a
-    # tenth of a decoding step's attention, which enters a limit on every call.
+    # The libraries' own getters and setters take about 1 us. threadpoolctl's limit() took 11 us,
+    # a twentieth of a decoding step's attention, which enters a limit on every call.
     libraries = _blas_libraries()
     previous = [lib.get_num_threads() for lib in libraries]
     for lib, count in zip(libraries, previous):
