@@ -9,16 +9,17 @@ bias and applies the activation in one pass. The backward pass multiplies the in
 by f'(z) in place while it sums the bias gradient. The optimizers update each parameter and its
 state in one pass. The functions a training step calls allocate no arrays.
 
-Threads: inside ``threads(n)`` every kernel runs on n OpenMP threads and BLAS on one. A product
-is cut into n blocks of output columns (BLAS's column-major columns), one single-threaded GEMM
-per thread; the elementwise passes split rows, columns or elements the same way. One thread
-pool serves both: with OpenBLAS's own threads spinning beside OpenMP passes, a 784-512-512-10
-step once took 5 to 15 times longer (measured on a loaded machine). The split products are also
-faster than OpenBLAS's threading here: 512 x 256 x 512 ran at 181 GFLOP/s in two blocks, against
-142 on OpenBLAS's 2 threads (2-core AMD EPYC with AVX-512), and the whole train step went from
-5.45 to 5.0 ms. A block of the output is computed the same way whatever the split, and each
-bias-gradient column is summed over the rows in order, so the thread count changes no result
-beyond the products' own rounding.
+Threads: inside ``threads(n)`` every kernel runs on n OpenMP threads and BLAS on one. Each
+product is cut into n blocks of output columns (BLAS's column-major columns, so batch rows or
+input features), or of output rows when there are few columns, one single-threaded GEMM per
+thread (see ``_gemm``). The elementwise passes split rows, columns or elements the same way.
+One thread pool serves both: with OpenBLAS's own threads spinning beside OpenMP passes, a
+784-512-512-10 step once took 5 to 15 times longer (measured on a loaded machine). The split
+products are also faster than OpenBLAS's threading here: 512 x 256 x 512 ran at 181 GFLOP/s in
+two blocks, against 142 on OpenBLAS's 2 threads (2-core AMD EPYC with AVX-512), and the whole
+train step went from 5.45 to 5.0 ms. A block of the output is computed the same way whatever
+the split, and each bias-gradient column is summed over the rows in order, so the thread count
+changes no result beyond the products' own rounding.
 
 Cost per dense layer and pass: O(B n_in n_out) flops in BLAS plus O(B n_out) fused elementwise
 work. Memory: the caller's buffers only. Inputs are validated by ``fastml.mlp`` first, which is
@@ -153,11 +154,15 @@ cdef void _gemm(
 ) noexcept nogil:
     """c = op(a) op(b) in BLAS's column-major terms: c is m x n, op(a) m x k, op(b) k x n.
 
-    Each thread computes a block of the columns of c from the same columns of op(b). BLAS does
-    not write a or b; they are not const only because its signature says so.
+    Each thread computes a block of the columns of c from the same columns of op(b), or, when c
+    has under half as many columns as rows, a block of its rows from the same rows of op(a). On
+    2 threads, 512 x 256 x 512 ran at 181 GFLOP/s split by columns and 158 by rows, while
+    512 x 32 x 784 (a batch of 32) ran at 110 by columns and 140 by rows. BLAS does not write a
+    or b; they are not const only because its signature says so.
     """
-    cdef int n_parts = _parts(n)
-    cdef Py_ssize_t width = _block_size(n, n_parts), start
+    cdef bint by_columns = 2 * <Py_ssize_t>n >= m
+    cdef int n_parts = _parts(n if by_columns else m)
+    cdef Py_ssize_t width = _block_size(n if by_columns else m, n_parts), start
     cdef int part, size
     if n_parts == 1:
         _gemm_block(transa, transb, m, n, k, a, lda, b, ldb, c, ldc)
@@ -165,13 +170,22 @@ cdef void _gemm(
 
     for part in prange(n_parts, num_threads=n_parts, schedule="static", chunksize=1):
         start = part * width
-        size = <int>(min(start + width, <Py_ssize_t>n) - start)
-        if size > 0:
-            # Column j of op(b) is column j of b, or row j when b is read transposed.
-            _gemm_block(
-                transa, transb, m, size, k, a, lda,
-                b + (start * ldb if transb == c'N' else start), ldb, c + start * ldc, ldc,
-            )
+        if by_columns:
+            size = <int>(min(start + width, <Py_ssize_t>n) - start)
+            if size > 0:
+                # Column j of op(b) is column j of b, or row j when b is read transposed.
+                _gemm_block(
+                    transa, transb, m, size, k, a, lda,
+                    b + (start * ldb if transb == c'N' else start), ldb, c + start * ldc, ldc,
+                )
+        else:
+            size = <int>(min(start + width, <Py_ssize_t>m) - start)
+            if size > 0:
+                # Row i of op(a) is row i of a, or column i when a is read transposed.
+                _gemm_block(
+                    transa, transb, size, n, k, a + (start if transa == c'N' else start * lda),
+                    lda, b, ldb, c + start, ldc,
+                )
 
 
 cdef void _times_weight(const floating[:, ::1] x, const floating[:, ::1] weight, floating[:, ::1] z) noexcept nogil:

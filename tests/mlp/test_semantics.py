@@ -122,14 +122,15 @@ def test_same_seed_same_model(backend):
     assert not np.array_equal(first.forward(X), third.forward(X))
 
 
+@pytest.mark.parametrize("n_rows", [300, 24])
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_result_independent_of_thread_count(fast_backend, dtype, activation):
-    # Large enough that the products and passes are split between threads, in blocks of 16
-    # that do not divide 300 or 200.
+def test_result_independent_of_thread_count(fast_backend, dtype, activation, n_rows):
+    # Large enough to split the work between threads, in blocks of 16 that do not divide 300
+    # or 200. Cython splits the products of 300 rows by rows and those of 24 rows by features.
     rng = np.random.default_rng(2)
-    X = rng.normal(size=(300, 120)).astype(dtype)
-    y = rng.integers(0, 10, size=300)
+    X = rng.normal(size=(n_rows, 120)).astype(dtype)
+    y = rng.integers(0, 10, size=n_rows)
     models = []
     for n_threads in (1, 2):
         with fastml.num_threads(n_threads):
