@@ -417,17 +417,17 @@ cdef floating _row_max(const floating* row, Py_ssize_t n, floating start) noexce
 cdef floating _exp_shifted_sum(floating* row, Py_ssize_t n, floating shift) noexcept nogil:
     """Replace row[j] by exp(row[j] - shift) and return their sum."""
     cdef floating lanes[_LANES]
-    cdef Py_ssize_t j, t, width
-    for j in range(n):
-        row[j] = _exp_nonpositive(row[j] - shift)
-
+    cdef floating weight
+    cdef Py_ssize_t j = 0, t, width
     for t in range(_LANES):
         lanes[t] = 0
-    j = 0
+    # One pass: each weight goes into its lane's sum while it is still in a register.
     while j < n:
         width = min(<Py_ssize_t>_LANES, n - j)
         for t in range(width):
-            lanes[t] += row[j + t]
+            weight = _exp_nonpositive(row[j + t] - shift)
+            row[j + t] = weight
+            lanes[t] += weight
         j += width
     width = _LANES // 2
     while width > 0:
