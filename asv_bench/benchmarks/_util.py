@@ -70,6 +70,19 @@ def best_time(func, repeat):
     return best
 
 
+def interleaved_best_times(first, second, rounds, repeat):
+    """Return the best times of two callables timed in alternating rounds of `repeat` calls.
+
+    A speed target compares the two. Alternating spreads a change of machine load or speed over
+    both sides.
+    """
+    best_first = best_second = math.inf
+    for _ in range(rounds):
+        best_first = min(best_first, best_time(first, repeat))
+        best_second = min(best_second, best_time(second, repeat))
+    return best_first, best_second
+
+
 def loglog_slope(sizes, times):
     """Return the least-squares slope of log(time) over log(size): the empirical exponent."""
     slope, _ = np.polyfit(np.log(sizes), np.log(times), 1)

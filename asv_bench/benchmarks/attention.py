@@ -18,7 +18,14 @@ import numpy as np
 import fastml
 from fastml.attention import scaled_dot_product_attention
 
-from ._util import best_time, import_peer, loglog_slope, reset_peak_memory, skip
+from ._util import (
+    best_time,
+    import_peer,
+    interleaved_best_times,
+    loglog_slope,
+    reset_peak_memory,
+    skip,
+)
 
 BACKENDS = ("naive", "numpy", "numba", "cython")
 FAST = ("numpy", "numba", "cython")
@@ -137,12 +144,8 @@ class AttentionRatioToTorch:
         self.run = case_runner(backend, *TARGETS[case])
 
     def track_time_ratio_to_torch(self, backend, case):
-        # Interleaved, so that a change of load hits both alike.
-        ours, theirs = [], []
-        for _ in range(5):
-            ours.append(best_time(self.run, repeat=2))
-            theirs.append(best_time(self.torch, repeat=2))
-        return min(ours) / min(theirs)
+        ours, theirs = interleaved_best_times(self.run, self.torch, rounds=5, repeat=2)
+        return ours / theirs
 
     track_time_ratio_to_torch.unit = "time / torch time"
 

@@ -25,7 +25,7 @@ import numpy as np
 import fastml
 from fastml.attention import KVCache, cached_attention, scaled_dot_product_attention
 
-from ._util import best_time, import_peer, loglog_slope, skip
+from ._util import best_time, import_peer, interleaved_best_times, loglog_slope, skip
 
 BACKENDS = ("naive", "numpy", "numba", "cython")
 FAST = ("numpy", "numba", "cython")
@@ -154,12 +154,8 @@ class DecodeRatioToTorch:
         self.run = runner("cached", backend, 2048, TARGETS[case])
 
     def track_time_ratio_to_torch(self, backend, case):
-        # Interleaved, so that a change of load hits both alike.
-        ours, theirs = [], []
-        for _ in range(5):
-            ours.append(best_time(self.run, repeat=20))
-            theirs.append(best_time(self.torch, repeat=20))
-        return min(ours) / min(theirs)
+        ours, theirs = interleaved_best_times(self.run, self.torch, rounds=5, repeat=20)
+        return ours / theirs
 
     track_time_ratio_to_torch.unit = "time / torch time"
 
