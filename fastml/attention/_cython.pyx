@@ -42,9 +42,9 @@ BAND_ROWS = 32
 
 cdef enum:
     # Independent partial results in the row maximum and sum loops: four AVX-512 vectors of
-    # float32. With GCC 12 (-O3 -march=native), 16 lanes ran the maximum at 0.17 ns per score
-    # against 0.09 for 64. Whole attention at 2048, 16 heads, no mask, 2 threads: 16 lanes
-    # 110.9 ms, 32 lanes 109.0, 64 lanes 106.2 (one process each: this VM varies by 10 %).
+    # float32. Attention at 2048, 16 heads, no mask, 2 threads (GCC 12, -O3 -march=native):
+    # 16 lanes 110.9 ms, 32 lanes 109.0, 64 lanes 106.2, in one process each (this VM varies
+    # by 10 % between processes).
     _LANES = 64
 
 
