@@ -187,7 +187,10 @@ class KVCache:
 
     def _check_new(self, array, name, n_features):
         """Validate the keys or values of new tokens: (B, Hkv, L, n_features), cache dtype, finite."""
-        array = _check_tensor(array, name)
+        # The cache's own checks, not attention's: its shape and dtype are the ones to name.
+        if not (hasattr(array, "__array__") or isinstance(array, (list, tuple))):
+            raise TypeError(f"{name} must be an array of floats, got {type(array).__name__}")
+        array = np.asarray(array)
         shape = array.shape
         if len(shape) != 4 or shape[:2] != self.keys.shape[1:3] or shape[3] != n_features:
             self._reject_shape(shape, name, n_features)
@@ -204,12 +207,20 @@ class KVCache:
         expected = f"(batch_size={self.batch_size}, n_kv_heads={self.n_kv_heads}, L, {n_features})"
         if len(shape) != 4:
             raise ValueError(f"{name} must be 4-D {expected}, got shape {shape}")
+        if shape[0] != self.batch_size:
+            raise ValueError(
+                f"{name} has {shape[0]} sequences (axis 0) but the cache has "
+                f"batch_size={self.batch_size}; expected shape {expected}"
+            )
         if shape[1] != self.n_kv_heads:
             raise ValueError(
-                f"{name} has {shape[1]} heads (axis 1) but the cache has "
+                f"{name} has {shape[1]} key/value heads (axis 1) but the cache has "
                 f"n_kv_heads={self.n_kv_heads}; expected shape {expected}"
             )
-        raise ValueError(f"{name} has shape {shape}; expected {expected}")
+        raise ValueError(
+            f"{name} has {shape[3]} features per head (axis 3) but the cache expects {n_features}; "
+            f"expected shape {expected}"
+        )
 
     def _check_n_new(self, n_new, n_tokens):
         if n_new is None:

@@ -9,17 +9,19 @@ bias and applies the activation in one pass. The backward pass multiplies the in
 by f'(z) in place while it sums the bias gradient. The optimizers update each parameter and its
 state in one pass. The functions a training step calls allocate no arrays.
 
-Threads: inside ``threads(n)`` every kernel runs on n OpenMP threads and BLAS on one. Each
-product is cut into n blocks of output columns (BLAS's column-major columns, so batch rows or
-input features), or of output rows when there are few columns, one single-threaded GEMM per
-thread (see ``_gemm``). The elementwise passes split rows, columns or elements the same way.
-One thread pool serves both: with OpenBLAS's own threads spinning beside OpenMP passes, a
-784-512-512-10 step once took 5 to 15 times longer (measured on a loaded machine). The split
-products are also faster than OpenBLAS's threading here: 512 x 256 x 512 ran at 181 GFLOP/s in
-two blocks, against 142 on OpenBLAS's 2 threads (2-core AMD EPYC with AVX-512), and the whole
-train step went from 5.45 to 5.0 ms. A block of the output is computed the same way whatever
-the split, and each bias-gradient column is summed over the rows in order, so the thread count
-changes no result beyond the products' own rounding.
+Threads: inside ``threads(n)`` the products and the large passes run on n OpenMP threads, and
+BLAS on one. Each product is cut into n blocks of output columns (BLAS's column-major columns,
+so batch rows or input features), or of output rows when there are few columns, one
+single-threaded GEMM per thread (see ``_gemm``). The bias + activation pass splits rows, the
+backward pass columns and the optimizer updates flat elements; the losses and the separate
+activation layers stay on the calling thread. One thread pool serves both: with OpenBLAS's own
+threads spinning beside OpenMP passes, a 784-512-512-10 step once took 5 to 15 times longer
+(measured on a loaded machine). The split products are also faster than OpenBLAS's threading
+here: 512 x 256 x 512 ran at 181 GFLOP/s in two blocks, against 142 on OpenBLAS's 2 threads
+(2-core AMD EPYC with AVX-512), and the whole train step went from 5.45 to 5.0 ms. Each
+bias-gradient column is summed over the rows in order whatever the split. A product's block
+boundaries do depend on the thread count, and BLAS may round a narrow edge block differently,
+so results agree across thread counts to rounding, not bit for bit.
 
 Cost per dense layer and pass: O(B n_in n_out) flops in BLAS plus O(B n_out) fused elementwise
 work. Memory: the caller's buffers only. Inputs are validated by ``fastml.mlp`` first, which is

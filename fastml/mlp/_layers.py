@@ -68,9 +68,29 @@ class Linear:
         else:
             limit = np.sqrt(6.0 / (in_features + out_features))
             weight = rng.uniform(-limit, limit, size=(in_features, out_features))
-        self.weight = weight.astype(self.dtype)
-        self.bias = np.zeros(out_features, dtype=self.dtype)
+        self._weight = weight.astype(self.dtype)
+        self._bias = np.zeros(out_features, dtype=self.dtype)
         self._input = None
+
+    @property
+    def weight(self):
+        """The (in_features, out_features) weights, C-contiguous, in the layer's dtype."""
+        return self._weight
+
+    @weight.setter
+    def weight(self, value):
+        # The compiled backends read the buffer row by row, so a transposed view (a torch
+        # weight's `.T`) is copied here once instead of failing inside a kernel.
+        self._weight = check_matching(value, "weight", self._weight.shape, self.dtype)
+
+    @property
+    def bias(self):
+        """The (out_features,) bias, in the layer's dtype."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        self._bias = check_matching(value, "bias", self._bias.shape, self.dtype)
 
     def __repr__(self):
         in_features, out_features = self.weight.shape

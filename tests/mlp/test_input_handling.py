@@ -137,3 +137,26 @@ def test_float32_input_to_float64_model_is_converted(backend, data):
     X, y = data
     model = small_network(backend, sizes=(3, 4, 3))
     assert model.forward(X.astype(np.float32)).dtype == np.float64
+
+
+def test_assigned_transposed_weight_is_used(backend):
+    # A torch Linear stores (out, in); its `.T` is a Fortran-ordered (in, out) view.
+    rng = np.random.default_rng(0)
+    layer = Linear(5, 3, random_state=0, backend=backend)
+    torch_layout = rng.normal(size=(3, 5))
+    layer.weight = torch_layout.T
+    layer.bias = np.arange(3.0)
+    x = rng.normal(size=(4, 5))
+
+    np.testing.assert_allclose(layer.forward(x), x @ torch_layout.T + np.arange(3.0), rtol=1e-12)
+    assert layer.weight.flags.c_contiguous
+
+
+def test_assigned_parameter_of_wrong_shape_or_value(backend):
+    layer = Linear(5, 3, backend=backend)
+    with pytest.raises(ValueError, match=r"weight has shape \(3, 5\); expected \(5, 3\)"):
+        layer.weight = np.zeros((3, 5))
+    with pytest.raises(ValueError, match=r"bias has shape \(5,\); expected \(3,\)"):
+        layer.bias = np.zeros(5)
+    with pytest.raises(ValueError, match="bias contains NaN or infinity"):
+        layer.bias = np.array([0.0, np.nan, 0.0])
