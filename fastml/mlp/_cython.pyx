@@ -76,8 +76,13 @@ def threads(int n_threads):
 
 
 cdef inline Py_ssize_t _block_size(Py_ssize_t size, int n_parts) noexcept nogil:
-    """The length of each of `n_parts` blocks that cover `size`, rounded up to ALIGN."""
+    """The length of each of `n_parts` blocks that cover `size`, rounded up to ALIGN if long.
+
+    Short blocks are not rounded: 33 items in blocks of 32 would leave one to the last thread.
+    """
     cdef Py_ssize_t length = (size + n_parts - 1) // n_parts
+    if length < 4 * ALIGN:
+        return length
     return (length + ALIGN - 1) // ALIGN * ALIGN
 
 
