@@ -197,3 +197,22 @@ def test_fit_leaves_optimizer_argument_unchanged(backend):
     rng = np.random.default_rng(6)
     MLP((3,), optimizer=optimizer, backend=backend).fit(rng.normal(size=(10, 2)), np.arange(10) % 2, random_state=0)
     assert optimizer.n_steps == 0
+
+
+def test_forward_buffers_reused_across_sizes_and_threads(fast_backend):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    model = small_network(fast_backend, "relu", sizes=(20, 30, 4), seed=1)
+    batches = [rng.normal(size=(n_rows, 20)) for n_rows in (50, 7, 50, 120)]
+    expected = [model.forward(X) for X in batches]
+
+    # A smaller batch after a larger one, and a larger one after it, read the same results.
+    for X, result in zip(batches, expected):
+        np.testing.assert_array_equal(model.forward(X), result)
+
+    # Concurrent calls on one model: each takes the cached buffers or allocates its own.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(model.forward, batches * 8))
+    for index, result in enumerate(results):
+        np.testing.assert_allclose(result, expected[index % len(batches)], rtol=1e-12)
