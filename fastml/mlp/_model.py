@@ -227,7 +227,7 @@ class MLP(BaseEstimator):
         model while in use (dict.pop is atomic), so a concurrent call allocates its own.
         """
         buffers = self.__dict__.pop("_forward_buffers", None)
-        if buffers is None or not buffers.fit(self.linear_layers, n_rows, self.dtype):
+        if buffers is None or not buffers.serves(self.linear_layers, n_rows, self.dtype):
             buffers = _ForwardBuffers(self.linear_layers, n_rows, self.dtype)
         return buffers
 
@@ -371,7 +371,7 @@ class _ForwardBuffers:
         self.z = [np.empty((capacity, layer.out_features), dtype=dtype) for layer in linears]
         self.a = [np.empty_like(z) for z in self.z[:-1]] + [self.z[-1]]
 
-    def fit(self, linears, n_rows, dtype):
+    def serves(self, linears, n_rows, dtype):
         """Return whether these buffers serve `n_rows` rows of the network `linears`."""
         widths = [z.shape[1] for z in self.z]
         return (
