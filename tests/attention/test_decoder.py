@@ -119,7 +119,7 @@ def test_cache_overflow_through_layer():
         (lambda layer, rng: layer.forward(rng.normal(size=(1, 5, 8)).astype(np.float32)), TypeError, "x has dtype float32 but the weights have float64"),
         (lambda layer, rng: layer.forward(rng.normal(size=(1, 5, 8)), cache={}), TypeError, "cache must be a KVCache or None, got dict"),
         (lambda layer, rng: layer.forward(rng.normal(size=(1, 5, 8)), n_new=[5]), ValueError, "n_new marks a ragged chunk of a cache"),
-        (lambda layer, rng: layer.forward(rng.normal(size=(1, 1, 8)), KVCache(1, 1, 4, 4, dtype=np.float64)), ValueError, "k has 2 heads"),
+        (lambda layer, rng: layer.forward(rng.normal(size=(1, 1, 8)), KVCache(1, 1, 4, 4, dtype=np.float64)), ValueError, "k has 2 key/value heads"),
         (lambda layer, rng: layer.forward(np.full((1, 1, 8), np.nan), layer.new_cache(1, 4)), ValueError, "x contains NaN or infinity"),
         (lambda layer, rng: layer.forward(rng.normal(size=(2, 1, 8)), layer.new_cache(1, 4)), ValueError, r"x has 2 sequences \(axis 0\) but the cache has batch_size=1"),
     ],
