@@ -58,7 +58,7 @@ cdef enum:
     # the others costs more than they save.
     ROW_GRAIN = 256
 
-# The OpenMP thread count of the kernels, set by threads(); 1 outside it.
+# The OpenMP thread count of the kernels, set by threads() and 1 outside it.
 cdef int _n_threads = 1
 
 
@@ -257,7 +257,7 @@ def dense_forward(
 cdef inline void _bias_activate_row(
     floating* z, floating* a, const floating* bias, Py_ssize_t n, int code,
 ) noexcept nogil:
-    """z += bias and a = f(z) along one row; z and a may be the same row."""
+    """Add the bias to one row of z and write f(z) to a, which may be z itself."""
     cdef Py_ssize_t j
     cdef floating value
     if code == RELU:

@@ -47,7 +47,7 @@ ROW_GRAIN = 256
 
 
 def _blas_function(name):
-    # Fortran BLAS takes every argument by reference; the kernels pass addresses as integers.
+    # Fortran BLAS takes every argument by reference, so the kernels pass addresses as integers.
     address = get_cython_function_address("scipy.linalg.cython_blas", name)
     return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 13)(address)
 
@@ -137,7 +137,7 @@ def _bias_activation_row(z, bias, code, a):
 
 @njit(nogil=True, parallel=True, cache=True)
 def _bias_activation(z, bias, code, a, n_threads):
-    """z += bias and a = f(z), in one pass; threads take blocks of rows."""
+    """Add the bias to z and write f(z) to a in one pass, threads taking blocks of rows."""
     n_rows, n_columns = z.shape
     n_parts = _parts(n_rows * n_columns // ROW_GRAIN, n_threads)
     width = _block_size(n_rows, n_parts)
@@ -255,7 +255,7 @@ def _gemm(gemm, transa, transb, m, n, k, a, lda, b, ldb, c, ldc, chars, ints, sc
 
 @njit(nogil=True, cache=True)
 def _dense_forward(gemm, x, weight, bias, code, z, a, chars, ints, scalars, n_threads):
-    # z (B, n_out) = x @ W; column-major, z.T (n_out, B) = W.T (n_out, n_in) @ x.T (n_in, B).
+    # z (B, n_out) = x @ W, which column-major is z.T (n_out, B) = W.T (n_out, n_in) @ x.T.
     n_rows, n_in = x.shape
     n_out = weight.shape[1]
     _gemm(gemm, ord("N"), ord("N"), n_out, n_rows, n_in, weight, n_out, x, n_in, z, n_out,
@@ -268,8 +268,8 @@ def _dense_backward(
     gemm, x, weight, z, a, grad, code, grad_weight, grad_bias, chars, ints, scalars, n_threads
 ):
     _activation_grad_sum(z, a, grad, code, grad_bias, n_threads)
-    # grad_weight (n_in, n_out) = x.T @ grad; column-major, grad_weight.T = grad.T @ x, with x
-    # read transposed.
+    # grad_weight (n_in, n_out) = x.T @ grad, which column-major is grad_weight.T = grad.T @ x,
+    # with x read transposed.
     n_rows, n_in = x.shape
     n_out = grad.shape[1]
     _gemm(gemm, ord("N"), ord("T"), n_out, n_in, n_rows, grad, n_out, x, n_in, grad_weight, n_out,
@@ -278,8 +278,8 @@ def _dense_backward(
 
 @njit(nogil=True, cache=True)
 def _input_gradient(gemm, weight, grad, grad_x, chars, ints, scalars, n_threads):
-    # grad_x (B, n_in) = grad @ W.T; column-major, grad_x.T = W (n_in, n_out) @ grad.T, with W
-    # read transposed.
+    # grad_x (B, n_in) = grad @ W.T, which column-major is grad_x.T = W (n_in, n_out) @ grad.T,
+    # with W read transposed.
     n_rows, n_out = grad.shape
     n_in = weight.shape[0]
     _gemm(gemm, ord("T"), ord("N"), n_in, n_rows, n_out, weight, n_out, grad, n_out, grad_x, n_in,

@@ -140,7 +140,7 @@ def test_float32_input_to_float64_model_is_converted(backend, data):
 
 
 def test_assigned_transposed_weight_is_used(backend):
-    # A torch Linear stores (out, in); its `.T` is a Fortran-ordered (in, out) view.
+    # A torch Linear stores (out, in), so its `.T` is a Fortran-ordered (in, out) view.
     rng = np.random.default_rng(0)
     layer = Linear(5, 3, random_state=0, backend=backend)
     torch_layout = rng.normal(size=(3, 5))
